@@ -1,0 +1,1 @@
+"""Patient record -> validated record -> feature vector; the cohort contract; synthetic data."""

@@ -1,0 +1,167 @@
+"""Validated records -> numeric feature vectors and endpoint labels.
+
+One code path for training and serving: the training job, the MLflow model and the API all
+call :func:`build_features` on records validated by :mod:`features.schema`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.config import (
+    ALPHA_BETA_GY,
+    ASSUMED_PRIMARY_FRACTION_GY,
+    ENDPOINTS,
+    EVENT_CENSORED,
+    EVENT_COMPETING,
+    EVENT_OF_INTEREST,
+    REFERENCE_FRACTION_GY,
+    TTR_SHORT_MONTHS,
+    Endpoint,
+)
+from features.schema import INPUT_COLUMNS, OUTCOME_COLUMNS
+
+RT_STAGE_NUMBER = {"rT1": 1, "rT2": 2, "rT3": 3, "rT4": 4}
+TECHNIQUES = ("2D", "3D", "IMRT", "unknown")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A model feature: its stable column name, a label a clinician reads, and its unit."""
+
+    name: str
+    label: str
+    unit: str = ""
+    kind: str = "number"  # number | flag | ordinal
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("age_years", "age", "years"),
+    FeatureSpec("sex_male", "male sex", kind="flag"),
+    FeatureSpec("rt_stage", "rT stage", kind="ordinal"),
+    FeatureSpec("nodal_recurrence", "nodal recurrence", kind="flag"),
+    FeatureSpec("ttr_months", "time from first RT to recurrence", "months"),
+    FeatureSpec("ttr_le_24m", "recurrence within 24 months", kind="flag"),
+    FeatureSpec("gtv_cm3", "recurrent tumour volume (GTV)", "cm3"),
+    FeatureSpec("primary_eqd2_gy", "first-course EQD2", "Gy"),
+    FeatureSpec("primary_fraction_assumed", "first-course fraction size assumed", kind="flag"),
+    FeatureSpec("primary_technique_2d", "first course by 2D RT", kind="flag"),
+    FeatureSpec("primary_technique_3d", "first course by 3D-CRT", kind="flag"),
+    FeatureSpec("primary_technique_imrt", "first course by IMRT", kind="flag"),
+    FeatureSpec("primary_technique_unknown", "first-course technique unknown", kind="flag"),
+    FeatureSpec("reirr_eqd2_gy", "re-irradiation EQD2", "Gy"),
+    FeatureSpec("reirr_fraction_gy", "re-irradiation dose per fraction", "Gy"),
+    FeatureSpec("reirr_twice_daily", "twice-daily re-irradiation", kind="flag"),
+    FeatureSpec("cumulative_eqd2_gy", "cumulative EQD2 of both courses", "Gy"),
+    FeatureSpec("chemotherapy", "chemotherapy with re-irradiation", kind="flag"),
+    FeatureSpec("brachytherapy_boost", "brachytherapy boost", kind="flag"),
+    FeatureSpec("prior_grade3_toxicity", "grade >=3 toxicity after first course", kind="flag"),
+    FeatureSpec("preexisting_necrosis", "necrosis before re-irradiation", kind="flag"),
+)
+FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURE_SPECS: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
+
+ENDPOINT_DTYPE = np.dtype([("event", np.int64), ("time", np.float64)])
+
+
+def eqd2(total_gy, fraction_gy, alpha_beta: float = ALPHA_BETA_GY):
+    """Equivalent dose in 2 Gy fractions, linear-quadratic: D (d + a/b) / (2 + a/b).
+
+    Fractions per day do not enter: incomplete repair between twice-daily fractions is not
+    part of the clinical convention (literature.md section 3).
+    """
+    d_total = np.asarray(total_gy, dtype=float)
+    d_frac = np.asarray(fraction_gy, dtype=float)
+    return d_total * (d_frac + alpha_beta) / (REFERENCE_FRACTION_GY + alpha_beta)
+
+
+def _missing_columns(df: pd.DataFrame, columns) -> list[str]:
+    return [c for c in columns if c not in df.columns and c != "primary_fraction_gy"]
+
+
+def build_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Turn validated records into the model's numeric features (columns FEATURE_COLUMNS).
+
+    The index is kept, ``patient_id`` is dropped: the key never reaches a model.
+    """
+    missing = _missing_columns(df, [c for c in INPUT_COLUMNS if c != "patient_id"])
+    if missing:
+        raise ValueError(f"build_features: missing input column(s) {missing}")
+    primary_frac = (
+        pd.to_numeric(df["primary_fraction_gy"], errors="raise")
+        if "primary_fraction_gy" in df.columns
+        else pd.Series(np.nan, index=df.index)
+    )
+    assumed = primary_frac.isna()
+    primary_frac = primary_frac.fillna(ASSUMED_PRIMARY_FRACTION_GY)
+    primary_eqd2 = eqd2(df["primary_dose_gy"].astype(float), primary_frac)
+    reirr_eqd2 = eqd2(df["reirr_dose_gy"].astype(float), df["reirr_fraction_gy"].astype(float))
+    ttr = df["ttr_months"].astype(float)
+    technique = df["primary_technique"].astype(str)
+    out = pd.DataFrame(
+        {
+            "age_years": df["age_years"].astype(float),
+            "sex_male": (df["sex"] == "male").astype(float),
+            "rt_stage": df["rt_stage"].map(RT_STAGE_NUMBER).astype(float),
+            "nodal_recurrence": df["nodal_recurrence"].astype(bool).astype(float),
+            "ttr_months": ttr,
+            "ttr_le_24m": (ttr <= TTR_SHORT_MONTHS).astype(float),
+            "gtv_cm3": df["gtv_cm3"].astype(float),
+            "primary_eqd2_gy": primary_eqd2,
+            "primary_fraction_assumed": assumed.astype(float),
+            "primary_technique_2d": (technique == "2D").astype(float),
+            "primary_technique_3d": (technique == "3D").astype(float),
+            "primary_technique_imrt": (technique == "IMRT").astype(float),
+            "primary_technique_unknown": (technique == "unknown").astype(float),
+            "reirr_eqd2_gy": reirr_eqd2,
+            "reirr_fraction_gy": df["reirr_fraction_gy"].astype(float),
+            "reirr_twice_daily": (df["reirr_fractions_per_day"].astype(int) == 2).astype(float),
+            "cumulative_eqd2_gy": primary_eqd2 + reirr_eqd2,
+            "chemotherapy": df["chemotherapy"].astype(bool).astype(float),
+            "brachytherapy_boost": df["brachytherapy_boost"].astype(bool).astype(float),
+            "prior_grade3_toxicity": df["prior_grade3_toxicity"].astype(bool).astype(float),
+            "preexisting_necrosis": df["preexisting_necrosis"].astype(bool).astype(float),
+        },
+        index=df.index,
+    )
+    if out["rt_stage"].isna().any():
+        raise ValueError("build_features: unknown rt_stage; validate records first")
+    return out[list(FEATURE_COLUMNS)]
+
+
+def encode_endpoint(df: pd.DataFrame, endpoint: Endpoint) -> np.ndarray:
+    """Encode one endpoint as a structured array (event: 0 censored, 1 event, 2 competing).
+
+    mucosal_necrosis: 1 = necrosis at necrosis_months; 2 = death without necrosis.
+    fatal_haemorrhage: 1 = death from haemorrhage; 2 = death from any other or unknown cause.
+    Times are in months from the start of re-irradiation, as recorded (the models put them
+    on the time grid).
+    """
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+    missing = [c for c in OUTCOME_COLUMNS if c not in df.columns and c != "necrosis_months"]
+    if missing:
+        raise ValueError(f"encode_endpoint: missing outcome column(s) {missing}")
+    follow = df["followup_months"].astype(float).to_numpy()
+    cause = df["death_cause"].astype(str).to_numpy()
+    died = cause != "alive"
+    y = np.empty(len(df), dtype=ENDPOINT_DTYPE)
+    if endpoint == "mucosal_necrosis":
+        nec = df["necrosis_event"].astype(bool).to_numpy()
+        nec_t = (
+            df["necrosis_months"].astype(float).fillna(df["followup_months"]).to_numpy()
+            if "necrosis_months" in df.columns
+            else follow
+        )
+        y["event"] = np.where(nec, EVENT_OF_INTEREST, np.where(died, EVENT_COMPETING, 0))
+        y["time"] = np.where(nec, nec_t, follow)
+    else:
+        bleed = cause == "haemorrhage"
+        y["event"] = np.where(
+            bleed, EVENT_OF_INTEREST, np.where(died, EVENT_COMPETING, EVENT_CENSORED)
+        )
+        y["time"] = follow
+    return y
