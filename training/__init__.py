@@ -1,0 +1,1 @@
+"""The retraining job: metrics, validation, tuning, MLflow logging, registry, promotion."""
