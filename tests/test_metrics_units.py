@@ -213,6 +213,17 @@ def test_calibration_detects_underprediction_and_overfitting():
     assert M.calibration_cr(time, event, overfit, 1, HORIZON).slope < 0.7
 
 
+def test_degenerate_calibration_fits_are_nan_not_huge_numbers():
+    time, event, p = _calibrated_sample(10, n=300)
+    no_cause = np.where(event == 1, 2, event)  # nobody has the cause of interest
+    result = M.calibration_cr(time, no_cause, p, 1, HORIZON)
+    assert not result.glm_converged
+    assert np.isnan(result.slope) and np.isnan(result.citl)
+    constant = M.calibration_cr(time, event, np.full_like(p, 0.3), 1, HORIZON)
+    assert np.isnan(constant.slope)
+    assert np.isfinite(constant.ici)
+
+
 # ---------------------------------------------------------------------------- net benefit
 
 

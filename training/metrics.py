@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import statsmodels.api as sm
 from statsmodels.nonparametric.smoothers_lowess import lowess
-from statsmodels.tools.sm_exceptions import DomainWarning
 
 from features.config import EVENT_CENSORED
 
@@ -51,6 +50,9 @@ RISK_CLIP: float = 1e-6
 """Predicted risks are clipped to [RISK_CLIP, 1 - RISK_CLIP] before the cloglog transform."""
 
 GLM_MAX_ITER: int = 100
+
+GLM_MAX_ABS_COEF: float = 20.0
+"""A calibration coefficient beyond this on the cloglog scale means the fit diverged."""
 
 E50_QUANTILE: float = 0.5
 E90_QUANTILE: float = 0.9
@@ -373,7 +375,8 @@ def _concordance_pairs(
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, cause: int) -> float:
     """Harrell's C for ``cause``, cause-specific view: a competing event counts as censoring.
 
-    Matches scikit-survival's ``concordance_index_censored(event == cause, time, risk)``.
+    Matches scikit-survival's ``concordance_index_censored(event == cause, time, risk)``;
+    NaN when no pair is comparable (no event of the cause).
     """
     time, event = _check_outcome(time, event)
     cause = _check_cause(cause)
@@ -416,6 +419,7 @@ class CalibrationResult:
     |smoothed observed - predicted| (Austin, Harrell & van Klaveren, Stat Med 2020).
     ``slope``/``intercept``: the fit ``cloglog E[pseudo] = intercept + slope * cloglog(risk)``;
     ``citl``: the intercept with the slope fixed at 1 (calibration-in-the-large, cloglog scale).
+    These three are NaN, and ``glm_converged`` False, when the fit is degenerate.
     ``observed``/``expected``: Aalen-Johansen CIF (mean pseudo-observation) and mean risk.
     ``curve_risk``/``curve_observed``: the smoothed calibration curve for plotting.
     """
@@ -471,28 +475,32 @@ def _fit_cloglog_glm(
     regression (Andersen & Perme 2010; ``geese(..., mean.link = "cloglog")`` in R) we use the
     Gaussian family with a cloglog link (estimating equations, no likelihood claim) and start
     at perfect calibration (intercept 0, slope 1), where IRLS is well inside the link's domain.
+    Degenerate fits come back as NaN with ``converged=False`` rather than as huge numbers: no
+    event of the cause by the horizon (all pseudo-values 0), one distinct prediction (no slope),
+    IRLS not converged, or a coefficient beyond ``GLM_MAX_ABS_COEF`` (a diverging fit).
     """
-    link = sm.families.links.CLogLog()
-    family = sm.families.Gaussian(link=link, check_link=False)
+    nan = np.full(2 if free_slope else 1, np.nan)
+    if pseudo.max() <= 0.0 or pseudo.min() >= 1.0:
+        return nan, False
+    if free_slope and np.ptp(lp) == 0.0:
+        return nan, False
+    family = sm.families.Gaussian(link=sm.families.links.CLogLog(), check_link=False)
     if free_slope:
-        exog = np.column_stack([np.ones_like(lp), lp])
-        start = np.array([0.0, 1.0])
-        offset = None
+        exog, start, offset = np.column_stack([np.ones_like(lp), lp]), np.array([0.0, 1.0]), None
     else:
-        exog = np.ones((lp.shape[0], 1))
-        start = np.array([0.0])
-        offset = lp
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DomainWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        model = sm.GLM(pseudo, exog, family=family, offset=offset)
+        exog, start, offset = np.ones((lp.shape[0], 1)), np.array([0.0]), lp
+    # statsmodels warns (non-canonical link, separation, ...) where we check convergence anyway
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
         try:
-            result = model.fit(start_params=start, maxiter=GLM_MAX_ITER)
-            converged = bool(result.converged) and bool(np.all(np.isfinite(result.params)))
-            params = np.asarray(result.params, dtype=float)
+            result = sm.GLM(pseudo, exog, family=family, offset=offset).fit(
+                start_params=start, maxiter=GLM_MAX_ITER
+            )
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
-            params, converged = np.full(start.shape, np.nan), False
-    return params, converged
+            return nan, False
+    params = np.asarray(result.params, dtype=float)
+    ok = bool(result.converged) and bool(np.all(np.abs(params) < GLM_MAX_ABS_COEF))
+    return (params, True) if ok else (nan, False)
 
 
 def calibration_cr(
