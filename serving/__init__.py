@@ -1,0 +1,1 @@
+"""The BentoML risk-scoring API, its request/response schemas, audit log and commands."""

@@ -1,0 +1,144 @@
+"""Find and describe the model to serve: a bundle file if configured, else the champion.
+
+Loaded once at service start-up; every response names the model (name, version, alias and the
+bundle's SHA-256 prefix) so that any risk can be traced to the exact file that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.config import ENDPOINTS, HORIZONS_MONTHS
+from models.bundle import ModelBundle, sha256_file
+from serving.schemas import ModelInfoResponse, ModelRef
+from serving.settings import ServingSettings
+
+SHA_PREFIX_LEN = 12
+"""Characters of the bundle's SHA-256 shown in responses (48 bits: collisions are no concern)."""
+
+FILE_MODEL_NAME = "bundle-file"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle plus what identifies it."""
+
+    bundle: ModelBundle
+    name: str
+    version: str | None
+    alias: str | None
+    sha256: str
+    source: str  # "file" or "registry"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256_prefix(self) -> str:
+        return self.sha256[:SHA_PREFIX_LEN]
+
+
+def load_bundle_file(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
+    """Load a bundle file (checked against ``expected_sha256`` when given)."""
+    p = Path(path)
+    bundle = ModelBundle.load(p, expected_sha256=expected_sha256)
+    digest = expected_sha256 or sha256_file(p)
+    version = bundle.provenance.get("model_version")
+    return LoadedModel(
+        bundle=bundle,
+        name=str(bundle.provenance.get("model_name", FILE_MODEL_NAME)),
+        version=None if version is None else str(version),
+        alias=None,
+        sha256=digest,
+        source="file",
+        info={"path": str(p)},
+    )
+
+
+def _first(info: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if info.get(key) is not None:
+            return info[key]
+    return None
+
+
+def load_registered(
+    tracking_uri: str | None, model_name: str, alias: str
+) -> LoadedModel:
+    """Load the model the registry's alias points to (``models.store.load_champion``)."""
+    # Imported here: the registry needs MLflow, which a bundle-file deployment does not.
+    from models.store import load_champion
+
+    bundle, info = load_champion(tracking_uri=tracking_uri, model_name=model_name, alias=alias)
+    info = dict(info or {})
+    digest = _first(info, "bundle_sha256", "sha256")
+    version = _first(info, "version", "model_version")
+    return LoadedModel(
+        bundle=bundle,
+        name=str(_first(info, "name", "model_name") or model_name),
+        version=None if version is None else str(version),
+        alias=str(_first(info, "alias") or alias),
+        sha256=str(digest) if digest else "unknown",
+        source="registry",
+        info=info,
+    )
+
+
+def load_model(settings: ServingSettings) -> LoadedModel:
+    """The bundle file of the settings if any, else the registered model."""
+    if settings.bundle_path is not None:
+        return load_bundle_file(settings.bundle_path, settings.bundle_sha256)
+    return load_registered(settings.tracking_uri, settings.model_name, settings.model_alias)
+
+
+def model_ref(model: LoadedModel) -> ModelRef:
+    """The short identification every response carries."""
+    return ModelRef(
+        name=model.name,
+        version=model.version,
+        alias=model.alias,
+        bundle_sha256_prefix=model.sha256_prefix,
+        source=model.source,
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    """Bundle metadata as plain JSON values (numpy scalars and arrays included)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+def describe_model(model: LoadedModel, settings: ServingSettings) -> ModelInfoResponse:
+    """What ``/model_info`` returns: identity, hashes, grid, metrics, limits."""
+    b = model.bundle
+    prov = _jsonable(b.provenance)
+    data_hash = next(
+        (prov[k] for k in ("training_data_sha256", "data_sha256", "cohort_sha256") if prov.get(k)),
+        None,
+    )
+    n_rows = b.training_summary.get("n_rows")
+    return ModelInfoResponse(
+        model=model_ref(model),
+        bundle_sha256=model.sha256,
+        training_data_sha256=data_hash,
+        n_training_rows=None if n_rows is None else int(n_rows),
+        grid_max_months=float(b.grid.max_months),
+        grid_step_months=float(b.grid.step_months),
+        standard_horizons_months=[float(h) for h in HORIZONS_MONTHS],
+        endpoints=list(ENDPOINTS),
+        feature_columns=list(b.feature_columns),
+        metrics=_jsonable(b.metrics),
+        provenance=prov,
+        max_batch=settings.max_batch,
+        max_plans=settings.max_plans,
+    )
