@@ -1,0 +1,1 @@
+"""Survival models: the competing-risks forest, the baselines and their explanations."""

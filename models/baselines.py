@@ -1,0 +1,249 @@
+"""Baselines the forest must beat, on the same grid and with the same prediction interface.
+
+- :class:`CauseSpecificCox`: a ridge Cox model per cause, combined into CIFs.
+- :class:`CauseSpecificXGB`: gradient-boosted Cox (XGBoost ``survival:cox``) per cause.
+- :class:`PublishedRule`: the published two-factor rule (TTR <= 24 months, GTV > 30 cm3),
+  its risk groups' Aalen-Johansen CIFs.
+
+All take ``y`` as a structured array (``event`` 0 censored / 1..K cause, ``time`` months), put
+times on the grid like the forest does, and predict through :class:`models._cif.GridCIFMixin`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS, GTV_LARGE_CM3, TTR_SHORT_MONTHS
+from features.timegrid import TimeGrid
+from models._cif import (
+    GridCIFMixin,
+    aalen_johansen_grid,
+    breslow_increments,
+    check_survival_y,
+    cif_from_cumulative_hazard_increments,
+    grid_indices,
+)
+
+COX_RIDGE_ALPHA = 0.1
+"""Small ridge penalty: keeps the Cox fit finite with rare events or collinear dose features."""
+
+XGB_N_ESTIMATORS = 200
+XGB_MAX_DEPTH = 2
+XGB_LEARNING_RATE = 0.03
+XGB_SUBSAMPLE = 0.8
+XGB_MIN_CHILD_WEIGHT = 5.0
+"""Shallow, slow, subsampled boosting: few smooth effects and rare events in small cohorts."""
+XGB_N_JOBS = 1
+MAX_N_JOBS = 2
+"""The project's machines share 2 cores."""
+
+
+def _prepare(model, n_rows: int, y) -> tuple[np.ndarray, np.ndarray, int]:
+    """Discretise y onto the model's grid; set ``n_causes_`` and ``event_times_``."""
+    event, time = check_survival_y(y)
+    if event.shape[0] != n_rows:
+        raise ValueError("X and y have different numbers of rows")
+    grid = TimeGrid(model.time_grid_max, model.time_grid_step)
+    time_idx, event = grid_indices(grid, time, event)
+    model.event_times_ = grid.points
+    k = int(model.n_causes) if model.n_causes is not None else max(int(event.max()), 1)
+    if event.max() > k:
+        raise ValueError(f"event codes above n_causes={k}")
+    if not 1 <= model.cause <= k:
+        raise ValueError(f"cause={model.cause} not among the causes 1..{k}")
+    model.n_causes_ = k
+    return time_idx, event, k
+
+
+class _CauseSpecificHazards(GridCIFMixin, BaseEstimator):
+    """Shared fit/predict: one relative-risk model per cause + Breslow baseline on the grid."""
+
+    def _fit_cause(self, X, time_idx, is_event):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _log_risk(self, model, X) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, X, y):
+        """Fit one model per cause (other causes censored) and its Breslow baseline hazard."""
+        Xv = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        time_idx, event, k = _prepare(self, Xv.shape[0], y)
+        n_grid = self.event_times_.size
+        self.models_, self.baseline_increments_ = [], np.zeros((k, n_grid))
+        for cause in range(1, k + 1):
+            is_event = event == cause
+            if not is_event.any():
+                self.models_.append(None)  # no events of this cause: zero hazard
+                continue
+            model = self._fit_cause(Xv, time_idx, is_event)
+            self.models_.append(model)
+            risk = np.exp(self._log_risk(model, Xv))
+            self.baseline_increments_[cause - 1] = breslow_increments(
+                time_idx, is_event, risk, n_grid
+            )
+        return self
+
+    def _cif_on_grid(self, X) -> np.ndarray:
+        check_is_fitted(self, "models_")
+        Xv = validate_data(self, X, dtype=np.float64, reset=False)
+        d_cumhaz = np.zeros((Xv.shape[0], self.n_causes_, self.event_times_.size))
+        for c, model in enumerate(self.models_):
+            if model is not None:
+                hr = np.exp(self._log_risk(model, Xv))
+                d_cumhaz[:, c, :] = hr[:, None] * self.baseline_increments_[c][None, :]
+        return cif_from_cumulative_hazard_increments(d_cumhaz)
+
+
+class CauseSpecificCox(_CauseSpecificHazards):
+    """Cause-specific Cox models (standardised X, small ridge), combined into CIFs.
+
+    F_k(t) = sum_{s<=t} S(s-) dH_k(s) with S = exp(-sum_k H_k), computed on the grid as in
+    :func:`models._cif.cif_from_cumulative_hazard_increments`; H_k = Breslow baseline x
+    exp(linear predictor). Ties on the grid are Breslow's.
+    """
+
+    def __init__(
+        self,
+        alpha: float = COX_RIDGE_ALPHA,
+        cause: int = 1,
+        time_grid_max: float = GRID_MAX_MONTHS,
+        time_grid_step: float = GRID_STEP_MONTHS,
+        n_causes: int | None = None,
+    ):
+        self.alpha = alpha
+        self.cause = cause
+        self.time_grid_max = time_grid_max
+        self.time_grid_step = time_grid_step
+        self.n_causes = n_causes
+
+    def _fit_cause(self, X, time_idx, is_event) -> Pipeline:
+        y = np.empty(X.shape[0], dtype=[("event", bool), ("time", float)])
+        y["event"] = is_event
+        y["time"] = self.event_times_[time_idx]
+        pipe = make_pipeline(
+            StandardScaler(), CoxPHSurvivalAnalysis(alpha=self.alpha, ties="breslow")
+        )
+        return pipe.fit(X, y)
+
+    def _log_risk(self, model, X) -> np.ndarray:
+        return model.predict(X)
+
+
+class CauseSpecificXGB(_CauseSpecificHazards):
+    """Gradient-boosted Cox (XGBoost ``survival:cox``) per cause, Breslow baseline, CIFs.
+
+    Competing events are censored for each cause's model. The boosted margin is the log
+    relative hazard; the Breslow estimator on the training margins gives the baseline.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = XGB_N_ESTIMATORS,
+        max_depth: int = XGB_MAX_DEPTH,
+        learning_rate: float = XGB_LEARNING_RATE,
+        subsample: float = XGB_SUBSAMPLE,
+        min_child_weight: float = XGB_MIN_CHILD_WEIGHT,
+        cause: int = 1,
+        time_grid_max: float = GRID_MAX_MONTHS,
+        time_grid_step: float = GRID_STEP_MONTHS,
+        n_causes: int | None = None,
+        n_jobs: int = XGB_N_JOBS,
+        random_state: int | None = 0,
+    ):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.min_child_weight = min_child_weight
+        self.cause = cause
+        self.time_grid_max = time_grid_max
+        self.time_grid_step = time_grid_step
+        self.n_causes = n_causes
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_cause(self, X, time_idx, is_event) -> xgb.XGBRegressor:
+        t = self.event_times_[time_idx]
+        label = np.where(is_event, t, -t)  # xgboost's convention: negative = censored
+        model = xgb.XGBRegressor(
+            objective="survival:cox",
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            min_child_weight=self.min_child_weight,
+            tree_method="hist",
+            n_jobs=min(int(self.n_jobs), MAX_N_JOBS),
+            random_state=self.random_state,
+        )
+        return model.fit(X, label)
+
+    def _log_risk(self, model, X) -> np.ndarray:
+        return model.predict(X, output_margin=True).astype(np.float64)
+
+
+class PublishedRule(GridCIFMixin, BaseEstimator):
+    """The published rule: risk group = number of factors (TTR <= 24 months, GTV > 30 cm3).
+
+    Each group (0, 1, 2 factors) predicts its Aalen-Johansen CIFs from the training data; a
+    group absent from the training data falls back to the whole cohort's curve. X must be a
+    DataFrame holding ``ttr_column`` and ``gtv_column`` (``build_features`` keeps those names).
+    """
+
+    N_GROUPS = 3
+
+    def __init__(
+        self,
+        ttr_column: str = "ttr_months",
+        gtv_column: str = "gtv_cm3",
+        ttr_threshold_months: float = TTR_SHORT_MONTHS,
+        gtv_threshold_cm3: float = GTV_LARGE_CM3,
+        cause: int = 1,
+        time_grid_max: float = GRID_MAX_MONTHS,
+        time_grid_step: float = GRID_STEP_MONTHS,
+        n_causes: int | None = None,
+    ):
+        self.ttr_column = ttr_column
+        self.gtv_column = gtv_column
+        self.ttr_threshold_months = ttr_threshold_months
+        self.gtv_threshold_cm3 = gtv_threshold_cm3
+        self.cause = cause
+        self.time_grid_max = time_grid_max
+        self.time_grid_step = time_grid_step
+        self.n_causes = n_causes
+
+    def risk_group(self, X) -> np.ndarray:
+        """Number of rule factors present per row (0, 1 or 2)."""
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("PublishedRule needs a DataFrame with the TTR and GTV columns")
+        missing = [c for c in (self.ttr_column, self.gtv_column) if c not in X.columns]
+        if missing:
+            raise ValueError(f"PublishedRule: missing column(s) {missing}")
+        ttr = X[self.ttr_column].to_numpy(dtype=float)
+        gtv = X[self.gtv_column].to_numpy(dtype=float)
+        return (ttr <= self.ttr_threshold_months).astype(int) + (
+            gtv > self.gtv_threshold_cm3
+        ).astype(int)
+
+    def fit(self, X, y):
+        """Estimate each risk group's Aalen-Johansen CIFs on the grid."""
+        groups = self.risk_group(X)
+        time_idx, event, k = _prepare(self, groups.shape[0], y)
+        n_grid = self.event_times_.size
+        cif = aalen_johansen_grid(time_idx, event, k, n_grid, groups=groups, n_groups=self.N_GROUPS)
+        overall = aalen_johansen_grid(time_idx, event, k, n_grid)[0]
+        self.group_sizes_ = np.bincount(groups, minlength=self.N_GROUPS)
+        cif[self.group_sizes_ == 0] = overall
+        self.group_cif_ = cif
+        return self
+
+    def _cif_on_grid(self, X) -> np.ndarray:
+        check_is_fitted(self, "group_cif_")
+        return self.group_cif_[self.risk_group(X)].copy()
