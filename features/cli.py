@@ -55,3 +55,9 @@ def check(
     )
     if not report.ok:
         raise typer.Exit(EXIT_INVALID)
+
+
+# `cohort synth` and `cohort calibrate` live with the synthetic cohort (features/synthetic_cli.py).
+from features.synthetic_cli import register as _register_synthetic  # noqa: E402
+
+_register_synthetic(app)
