@@ -49,7 +49,7 @@ def test_score_patient_returns_cif_at_standard_horizons(bundle):
     expected = bundle.predict_horizons(scoring.records_frame([patient()]))
     for r in s.risks:
         assert r.horizons_months == [float(h) for h in HORIZONS_MONTHS]
-        assert np.all(np.diff(r.cif) >= 0) and 0 <= r.cif[0] and r.cif[-1] <= 1
+        assert np.all(np.diff(r.cif) >= 0) and r.cif[0] >= 0 and r.cif[-1] <= 1
         for h, c in zip(r.horizons_months, r.cif, strict=True):
             assert c == pytest.approx(expected[f"{r.endpoint}_{h:g}m"].iloc[0], abs=1e-12)
         assert r.curve is None
