@@ -255,16 +255,18 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         )
         return np.sum(parts, axis=0) / len(self.estimators_)
 
-    def predict_cif_per_tree(self, X, cause: int | None = None) -> np.ndarray:
-        """Each tree's CIF of ``cause`` on the grid (n_estimators, n, G), for variance estimates."""
+    def predict_cif_per_tree(self, X, cause: int | None = None, times=None) -> np.ndarray:
+        """Each tree's CIF of ``cause``: (n_estimators, n, len(times)), for variance estimates.
+
+        ``times`` default to the grid points; pass the horizons only to keep memory small.
+        """
         k = self._check_cause(cause)
         X32 = self._check_X(X)
-        return np.stack(
-            [
-                v[t.tree_.apply(X32), k - 1, :]
-                for t, v in zip(self.estimators_, self.leaf_values_, strict=True)
-            ]
-        )
+        cols = np.arange(self.event_times_.size) if times is None else self.grid_.index_of(times)
+        out = np.zeros((len(self.estimators_), X32.shape[0], cols.size))
+        for b, (t, v) in enumerate(zip(self.estimators_, self.leaf_values_, strict=True)):
+            out[b][:, cols >= 0] = v[t.tree_.apply(X32), k - 1][:, cols[cols >= 0]]
+        return out
 
     def oob_predict_cif(self, times=None) -> np.ndarray:
         """Out-of-bag CIFs of the training patients (n_train, K, len(times)); times: grid points."""

@@ -87,6 +87,9 @@ def test_forest_is_mean_of_tree_leaves(forest, data):
     np.testing.assert_allclose(
         forest.predict_cif_per_tree(X, cause=2), np.stack(per_tree)[:, :, 1, :], atol=EXACT
     )
+    at = forest.predict_cif_per_tree(X[:10], times=[0.5, 24])
+    assert at.shape == (N_TREES, 10, 2) and np.all(at[..., 0] == 0)
+    np.testing.assert_allclose(at[..., 1].mean(axis=0), forest.predict_risk(X[:10], 24), atol=EXACT)
 
 
 def test_leaf_is_weighted_aalen_johansen_of_inbag_patients(forest, data):
