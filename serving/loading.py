@@ -22,6 +22,9 @@ SHA_PREFIX_LEN = 12
 """Characters of the bundle's SHA-256 shown in responses (48 bits: collisions are no concern)."""
 
 FILE_MODEL_NAME = "bundle-file"
+DATA_HASH_KEYS = ("training_data_sha256", "data_sha256")
+REGISTRY_INFO_KEYS = ("version", "alias", "run_id", "git_commit", "data_sha256", "data_rows")
+"""What ``/model_info`` passes on from the registry's description of the model version."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,9 @@ def describe_model(model: LoadedModel, settings: ServingSettings) -> ModelInfoRe
     """What ``/model_info`` returns: identity, hashes, grid, metrics, limits."""
     b = model.bundle
     prov = _jsonable(b.provenance)
+    info = _jsonable({k: model.info[k] for k in REGISTRY_INFO_KEYS if k in model.info})
     data_hash = next(
-        (prov[k] for k in ("training_data_sha256", "data_sha256", "cohort_sha256") if prov.get(k)),
+        (src[k] for src in (prov, info) for k in DATA_HASH_KEYS if src.get(k)),
         None,
     )
     n_rows = b.training_summary.get("n_rows")
@@ -139,6 +143,7 @@ def describe_model(model: LoadedModel, settings: ServingSettings) -> ModelInfoRe
         feature_columns=list(b.feature_columns),
         metrics=_jsonable(b.metrics),
         provenance=prov,
+        registry=info,
         max_batch=settings.max_batch,
         max_plans=settings.max_plans,
     )

@@ -203,6 +203,9 @@ class ModelInfoResponse(BaseModel):
     feature_columns: list[str]
     metrics: dict[str, Any]
     provenance: dict[str, Any]
+    registry: dict[str, Any] = Field(
+        default_factory=dict, description="The registry's record (version, run, data hash)."
+    )
     max_batch: int
     max_plans: int
     disclaimer: str = DISCLAIMER

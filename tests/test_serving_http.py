@@ -103,7 +103,7 @@ def server(tmp_path_factory):
         with httpx.Client(base_url=base, timeout=60) as client:
             yield {
                 "client": client, "tmp": tmp, "digest": digest, "bundle_file": bundle_file,
-                "stderr": err,
+                "stderr": err, "stdout": out,
             }
     finally:
         _stop(proc)
@@ -217,3 +217,16 @@ def test_every_answered_call_is_audited_without_raw_keys(server):
     check = verify_log(log)
     assert check.ok, check.problems
     assert sha256_file(server["bundle_file"]) == server["digest"]
+
+
+def test_server_logs_carry_no_patient_keys(server):
+    """Refused and answered requests alike: the logs never show a patient key or value."""
+    too_long = "LOG-SECRET-" + "x" * 64
+    for changes in (
+        {"patient_id": "LOG-SECRET", "age_years": 7},
+        {"patient_id": too_long},
+        {"patient_id": "LOG-SECRET-2"},
+    ):
+        _post(server, "/score", {"patient": BASE_PATIENT | changes})
+    logs = "".join(server[k].read_text(errors="replace") for k in ("stderr", "stdout"))
+    assert "LOG-SECRET" not in logs
