@@ -24,6 +24,7 @@ from rich.table import Table
 from features.config import HORIZONS_MONTHS
 from features.io import CohortFileError, load_table, write_table
 from features.schema import CohortValidationError
+from models.store import absolute_sqlite_uri
 from serving.audit import AuditLog, find_patient, read_entries, resolve_salt, verify_log
 from serving.loading import LoadedModel, load_model, model_ref
 from serving.schemas import DISCLAIMER, PatientScore
@@ -84,7 +85,11 @@ def serve_command(host: str, port: int) -> list[str]:
 
 
 def serve_env(settings: ServingSettings) -> dict[str, str]:
-    """The server's environment: the settings as variables, usage tracking off."""
+    """The server's environment: the settings as variables, usage tracking off.
+
+    Relative paths (bundle, audit log, a sqlite tracking store) are made absolute here, since
+    the server runs from the project root rather than from the caller's directory.
+    """
     env = dict(os.environ)
     env["BENTOML_DO_NOT_TRACK"] = "True"
     env["PYTHONPATH"] = os.pathsep.join(
@@ -93,7 +98,8 @@ def serve_env(settings: ServingSettings) -> dict[str, str]:
     pairs = {
         "REIRRAD_BUNDLE_PATH": settings.bundle_path and str(Path(settings.bundle_path).resolve()),
         "REIRRAD_BUNDLE_SHA256": settings.bundle_sha256,
-        "REIRRAD_TRACKING_URI": settings.tracking_uri,
+        "REIRRAD_TRACKING_URI": settings.tracking_uri
+        and absolute_sqlite_uri(settings.tracking_uri, Path.cwd()),
         "REIRRAD_MODEL_NAME": settings.model_name,
         "REIRRAD_MODEL_ALIAS": settings.model_alias,
         "REIRRAD_AUDIT_LOG": str(Path(settings.audit_log).resolve()),

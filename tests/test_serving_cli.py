@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -101,9 +102,14 @@ def test_serve_command_line_and_environment(tmp_path):
     cmd = serve_command("127.0.0.1", 3123)
     assert cmd[1:5] == ["-m", "bentoml", "serve", "serving.service:RiskService"]
     assert "3123" in cmd
-    settings = ServingSettings(bundle_path=tmp_path / "b.joblib", audit_log=tmp_path / "a.jsonl")
+    settings = ServingSettings(
+        bundle_path=tmp_path / "b.joblib",
+        audit_log=tmp_path / "a.jsonl",
+        tracking_uri="sqlite:///rel/store.db",
+    )
     env = serve_env(settings)
     assert env["REIRRAD_BUNDLE_PATH"] == str((tmp_path / "b.joblib").resolve())
+    assert env["REIRRAD_TRACKING_URI"] == f"sqlite:///{(Path.cwd() / 'rel' / 'store.db').resolve()}"
     assert env["BENTOML_DO_NOT_TRACK"] == "True"
 
 
