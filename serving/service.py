@@ -4,7 +4,8 @@ Run with ``bentoml serve serving.service:RiskService`` from the project root (or
 serve``). The model is loaded once at start-up: the bundle file named by
 ``REIRRAD_BUNDLE_PATH`` if set, else the registered champion; see :mod:`serving.settings` for
 every environment variable. One worker by default: the forest is CPU-bound and the host has
-two cores; BentoML's own ``/readyz`` and ``/livez`` answer health checks.
+two cores (``REIRRAD_WORKERS`` raises it). BentoML's own ``/readyz`` and ``/livez`` answer
+health checks (``/readyz`` only once the model is loaded).
 
 Endpoints (POST, JSON; bodies in :mod:`serving.schemas`):
 ``/score`` one patient; ``/score_batch`` several, all or none; ``/compare_plans`` one patient
@@ -37,10 +38,9 @@ from serving.schemas import (
     ScoreResponse,
 )
 from serving.scoring import ScoringInputError
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, service_workers
 
 SERVICE_NAME = "reirrad-risk"
-WORKERS = 1
 REQUEST_TIMEOUT_S = 120
 REQUEST_ID_HEADER = "X-Request-ID"
 ERROR_TYPE = "invalid_request"
@@ -59,7 +59,9 @@ def as_validation_error(err: ScoringInputError, title: str) -> ValidationError:
     return ValidationError.from_exception_data(title, details, hide_input=True)
 
 
-@bentoml.service(name=SERVICE_NAME, workers=WORKERS, traffic={"timeout": REQUEST_TIMEOUT_S})
+@bentoml.service(
+    name=SERVICE_NAME, workers=service_workers(), traffic={"timeout": REQUEST_TIMEOUT_S}
+)
 class RiskService:
     """Risks of severe mucosal necrosis and fatal haemorrhage after re-irradiation."""
 

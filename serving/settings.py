@@ -19,6 +19,9 @@ Environment variables (all optional):
     Largest batch ``/score_batch`` accepts (1000).
 ``REIRRAD_MAX_PLANS``
     Most dose plans ``/compare_plans`` accepts (20).
+``REIRRAD_WORKERS``
+    Server worker processes (1: the forest is CPU-bound and the reference host has 2 cores;
+    each worker holds its own copy of the model). Read when the service module is imported.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DEFAULT_MODEL_ALIAS: Final[str] = "champion"
 DEFAULT_AUDIT_LOG: Final[str] = "var/audit.jsonl"
 DEFAULT_MAX_BATCH: Final[int] = 1000
 DEFAULT_MAX_PLANS: Final[int] = 20
+DEFAULT_WORKERS: Final[int] = 1
 
 ENV_BUNDLE_PATH: Final[str] = "REIRRAD_BUNDLE_PATH"
 ENV_BUNDLE_SHA256: Final[str] = "REIRRAD_BUNDLE_SHA256"
@@ -45,6 +49,7 @@ ENV_AUDIT_LOG: Final[str] = "REIRRAD_AUDIT_LOG"
 ENV_AUDIT_SALT: Final[str] = "REIRRAD_AUDIT_SALT"
 ENV_MAX_BATCH: Final[str] = "REIRRAD_MAX_BATCH"
 ENV_MAX_PLANS: Final[str] = "REIRRAD_MAX_PLANS"
+ENV_WORKERS: Final[str] = "REIRRAD_WORKERS"
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -95,3 +100,8 @@ class ServingSettings:
             max_batch=_positive_int(env, ENV_MAX_BATCH, DEFAULT_MAX_BATCH),
             max_plans=_positive_int(env, ENV_MAX_PLANS, DEFAULT_MAX_PLANS),
         )
+
+
+def service_workers(env: Mapping[str, str] | None = None) -> int:
+    """Number of server worker processes (``REIRRAD_WORKERS``, default 1)."""
+    return _positive_int(os.environ if env is None else env, ENV_WORKERS, DEFAULT_WORKERS)
