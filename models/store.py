@@ -1,0 +1,121 @@
+"""Fetch a registered model's bundle from MLflow, for serving (which never imports training).
+
+The model registry alias (``champion`` by default) names the version; the bundle file is the
+run artifact ``bundle/model_bundle.joblib``, and its SHA-256 must equal the one recorded on
+the model version and on the run when it was logged, or it is refused.
+
+Tracking store resolution (shared with the training job): an explicit URI, else the standard
+``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///mlflow/mlflow.db``. A *relative*
+sqlite path in the default is resolved against the repository root (the folder holding
+``mlflow/README.md``), falling back to the working directory, so the job, the service and
+``make mlflow-ui`` find the same database from anywhere in the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+MODEL_NAME = "reirrad-toxicity"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+BUNDLE_ARTIFACT_DIR = "bundle"
+BUNDLE_FILENAME = "model_bundle.joblib"
+SHA_TAG = "bundle_sha256"
+SQLITE_PREFIX = "sqlite:///"
+
+
+class ModelNotFoundError(LookupError):
+    """No model version carries the requested alias."""
+
+
+def repo_root() -> Path:
+    """The checkout this code runs from (where ``mlflow/README.md`` lives), else the CWD."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "mlflow" / "README.md").is_file() else Path.cwd()
+
+
+def absolute_sqlite_uri(uri: str, base: Path) -> str:
+    """Make a relative ``sqlite:///rel/path.db`` absolute against ``base``."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    path = uri[len(SQLITE_PREFIX) :]
+    if path.startswith("/") or path == ":memory:":
+        return uri
+    return SQLITE_PREFIX + str((base / path).resolve())
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI > ``MLFLOW_TRACKING_URI`` > the local default store (see module docstring)."""
+    if uri:
+        return absolute_sqlite_uri(uri, Path.cwd())
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return absolute_sqlite_uri(env, Path.cwd())
+    return absolute_sqlite_uri(DEFAULT_TRACKING_URI, repo_root())
+
+
+def load_champion(
+    tracking_uri: str | None = None,
+    model_name: str = MODEL_NAME,
+    alias: str = CHAMPION_ALIAS,
+    dst_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """The bundle behind ``model_name@alias`` and what is known about it.
+
+    Returns ``(bundle, info)``; info has version, run_id, alias, metrics (the run's),
+    data_sha256, data_rows, sha256, git_commit. Raises :class:`ModelNotFoundError` when no
+    version has the alias and :class:`BundleIntegrityError` when the file's SHA-256 differs.
+    """
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as err:
+        raise ModelNotFoundError(
+            f"no version of model {model_name!r} has the alias {alias!r} in {uri}"
+        ) from err
+    run = client.get_run(mv.run_id)
+    expected = mv.tags.get(SHA_TAG) or run.data.params.get(SHA_TAG)
+    logged = run.data.params.get(SHA_TAG)
+    if not expected or (logged and logged != expected):
+        raise BundleIntegrityError(
+            f"{model_name} v{mv.version}: the recorded SHA-256 is missing or inconsistent"
+        )
+    local = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id,
+        artifact_path=f"{BUNDLE_ARTIFACT_DIR}/{BUNDLE_FILENAME}",
+        dst_path=None if dst_dir is None else str(dst_dir),
+        tracking_uri=uri,
+    )
+    bundle = ModelBundle.load(local, expected_sha256=expected)
+    info = {
+        "model_name": model_name,
+        "alias": alias,
+        "version": int(mv.version),
+        "run_id": mv.run_id,
+        "sha256": sha256_file(local),
+        "data_sha256": run.data.params.get("data_sha256"),
+        "data_rows": run.data.params.get("data_rows"),
+        "git_commit": run.data.tags.get("git_commit"),
+        "metrics": dict(run.data.metrics),
+        "tracking_uri": uri,
+    }
+    return bundle, info
+
+
+__all__ = [
+    "BundleIntegrityError",
+    "ModelNotFoundError",
+    "load_champion",
+    "resolve_tracking_uri",
+]

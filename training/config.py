@@ -1,0 +1,184 @@
+"""The training job's configuration: one typed, validated place, loadable from TOML.
+
+Everything that changes what a training run computes or decides lives here (the tuning grid,
+the number of bootstrap replicates, seeds, the hold-out salt and fraction, the promotion
+gate's tolerances and limits), and the whole config is logged with every run, so that the
+acceptance rule is fixed *before* training and can be read back afterwards. Two presets ship
+in ``training/configs``: ``quick`` (``make up`` and the tests) and ``release``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.config import ENDPOINTS, HORIZONS_MONTHS, MAIN_HORIZON_MONTHS
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS: tuple[str, ...] = ("quick", "release")
+DEFAULT_PRESET = "release"
+
+BaselineName = Literal["cox", "xgb", "published_rule"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ForestConfig(_Strict):
+    """Forest settings that are not tuned; ``grid`` lists the tuned ones (product of values)."""
+
+    n_estimators: int = Field(100, ge=1)
+    grid: dict[str, list[int | float | str | None]] = Field(
+        default_factory=lambda: {"min_samples_leaf": [10, 20]}
+    )
+    fixed: dict[str, int | float | str | None] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not grid or any(len(v) == 0 for v in grid.values()):
+            raise ValueError("the tuning grid needs at least one value per parameter")
+        return grid
+
+
+class TuningConfig(_Strict):
+    """Cross-validated grid search: folds split by patient, scored by the integrated Brier."""
+
+    cv_folds: int = Field(3, ge=2)
+    n_estimators: int | None = Field(None, ge=1)
+    """Trees per forest while tuning (None: as many as the final forest). Fewer trees rank the
+    grid points the same way at a fraction of the cost; the final forest uses all of them."""
+
+
+class EvaluationConfig(_Strict):
+    """Bootstrap optimism correction (Harrell): every modelling step repeated per replicate."""
+
+    n_bootstrap: int = Field(10, ge=1)
+    horizons_months: tuple[int, ...] = HORIZONS_MONTHS
+    decision_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+    age_band_edges: tuple[float, ...] = (45.0, 60.0)
+    """Age bands for subgroup metrics: below the first edge, between, at or above the last."""
+    min_subgroup_size: int = Field(20, ge=1)
+    """Smaller subgroups are reported with their size but no metrics."""
+
+
+class HoldoutConfig(_Strict):
+    """Hold-out by a salted hash of patient_id: a patient's side never changes across exports."""
+
+    salt: str = Field("reirrad-holdout-v1", min_length=1)
+    fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class GateConfig(_Strict):
+    """The promotion rule, stated before training.
+
+    A challenger becomes champion when, for every gated endpoint, (a) its optimism-corrected
+    AUC at ``horizon_months`` is at least ``min_auc`` and its optimism-corrected ICI at most
+    ``max_ici`` (absolute limits, which alone decide for the first model ever), and (b) on the
+    hold-out patients neither model trained on, its AUC is not lower than the champion's by
+    more than ``auc_tolerance`` and its Brier score not higher by more than
+    ``brier_tolerance``. A hold-out metric that cannot be computed (no events) is reported
+    and skipped unless ``require_holdout_metrics``.
+    """
+
+    horizon_months: int = MAIN_HORIZON_MONTHS
+    endpoints: tuple[str, ...] = ENDPOINTS
+    min_auc: float = Field(0.60, ge=0.0, le=1.0)
+    max_ici: float = Field(0.08, gt=0.0, le=1.0)
+    auc_tolerance: float = Field(0.02, ge=0.0)
+    brier_tolerance: float = Field(0.01, ge=0.0)
+    require_holdout_metrics: bool = False
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [e for e in endpoints if e not in ENDPOINTS]
+        if unknown:
+            raise ValueError(f"unknown endpoint(s) {unknown}; expected {ENDPOINTS}")
+        return endpoints
+
+
+class BaselinesConfig(_Strict):
+    """Comparators fitted and evaluated exactly like the forest (no tuning)."""
+
+    models: tuple[BaselineName, ...] = ("cox", "xgb", "published_rule")
+    params: dict[str, dict[str, int | float | str | None]] = Field(default_factory=dict)
+
+
+class SyntheticConfig(_Strict):
+    """The cohort `make up` trains on when no champion exists (a modern mix of schedules)."""
+
+    n: int = Field(800, ge=50)
+    seed: int = 20240601
+    overrides: dict[str, float | int | str] = Field(
+        default_factory=lambda: {"twice_daily_share": 0.2}
+    )
+
+
+class TrainConfig(_Strict):
+    """Everything a training run needs to know besides the data and the tracking store."""
+
+    name: str = "custom"
+    seed: int = 20240601
+    experiment_name: str = "reirrad-training"
+    model_name: str = "reirrad-toxicity"
+    n_workers: int = Field(2, ge=1)
+    """Local worker processes for tuning and bootstrap (Ray decides on a cluster)."""
+    fit_n_jobs: int = Field(2, ge=1)
+    """Threads for the final fits, outside the task engine."""
+    min_rows: int = Field(50, ge=10)
+    forest: ForestConfig = ForestConfig()
+    tuning: TuningConfig = TuningConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
+    gate: GateConfig = GateConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _gate_horizon_evaluated(self) -> TrainConfig:
+        if self.gate.horizon_months not in self.evaluation.horizons_months:
+            raise ValueError("gate.horizon_months must be one of evaluation.horizons_months")
+        return self
+
+    def with_seed(self, seed: int | None) -> TrainConfig:
+        """A copy with another seed (the CLI's --seed)."""
+        return self if seed is None else self.model_copy(update={"seed": int(seed)})
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON: identifies the exact rule a run was judged by."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def flat_params(self) -> dict[str, str]:
+        """Dotted keys -> strings, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def load_config(source: str | Path | None = None) -> TrainConfig:
+    """A preset name (``quick``, ``release``) or a TOML file path; None means the release preset."""
+    if source is None:
+        source = DEFAULT_PRESET
+    text = str(source)
+    path = CONFIG_DIR / f"{text}.toml" if text in PRESETS else Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {text!r}: no such preset ({PRESETS}) or TOML file")
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return TrainConfig.model_validate(data)
