@@ -52,7 +52,9 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
     min_samples_leaf : minimum number of distinct in-bag patients per leaf (15). Every leaf
         carries a whole Aalen-Johansen curve, and with ~7-25 % event rates a leaf of 15 holds a
         few events: larger leaves keep the curves smooth where the true effects are few and
-        smooth and events rare, the situation of small clinical cohorts.
+        smooth and events rare, the situation of small clinical cohorts. On the synthetic
+        cohort (n=800, both endpoints) "sqrt" with 15 matched or beat max_features 0.5 and
+        leaves of 10-40 in mean absolute error to the true CIF.
     min_samples_split : minimum distinct in-bag patients to split a node (30 = 2 leaves).
     max_features : features tried per split ("sqrt", as in random survival forests; int, float
         fraction or None for all are accepted).

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_meier_estimator
 
 from features.timegrid import DEFAULT_GRID, HorizonOutOfGridError
-from models.forest import CompetingRiskForest
+from models.forest import DEFAULT_MAX_BINS, CompetingRiskForest
 from tests.survival_sim import simulate
 
 N_TRAIN = 400
@@ -136,6 +136,7 @@ def test_binning_is_exact_for_few_distinct_values(data):
     X, y = data
     Xr = X.round(1)  # every column has fewer than 64 distinct values
     Xr["x0"] = np.clip(Xr["x0"], -2.5, 2.5)
+    assert Xr.nunique().max() <= DEFAULT_MAX_BINS
     params = dict(n_estimators=5, random_state=SEED, n_jobs=1)
     binned = CompetingRiskForest(**params).fit(Xr, y)
     exact = CompetingRiskForest(max_bins=None, **params).fit(Xr, y)
