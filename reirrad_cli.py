@@ -1,6 +1,8 @@
 """The `reirrad` command: composes the commands that each package owns.
 
-Thin by design (design.md): no package imports this module.
+Thin by design (design.md): no package imports this module. `up`, the main job, lives here
+because it is the one command that joins training (make sure a champion exists) and serving
+(serve it), which may not import each other.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 import typer
 
 from features.cli import app as cohort_app
+from serving.cli import DEFAULT_HOST, DEFAULT_PORT
+from serving.cli import register as register_serving
+from training.cli import register as register_training
 
 app = typer.Typer(
     help="reirrad: risk of severe late toxicity after re-irradiation of recurrent "
@@ -17,6 +22,42 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(cohort_app, name="cohort")
+register_training(app)
+register_serving(app)
+
+
+@app.command("up")
+def up(
+    host: str = typer.Option(DEFAULT_HOST, help="Interface the API listens on."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port the API listens on."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db).",
+    ),
+) -> None:
+    """The main job: train on the synthetic cohort if no champion is registered, then serve.
+
+    Training uses the quick configuration (fixed size and seed, a modern mix of schedules)
+    and must pass the promotion gate's absolute limits; the API then serves the champion.
+    """
+    from serving.cli import serve
+    from training.train import ensure_champion
+
+    info = ensure_champion(tracking_uri)
+    state = "trained and registered" if info.trained else "found"
+    typer.echo(f"champion: reirrad-toxicity v{info.version} ({state})")
+    serve(
+        host=host,
+        port=port,
+        bundle=None,
+        bundle_sha256=None,
+        tracking_uri=tracking_uri,
+        model_name=None,
+        alias=None,
+        audit_log=None,
+        print_only=False,
+    )
 
 
 if __name__ == "__main__":
