@@ -117,8 +117,17 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         y_tests = {ep: encode_endpoint(test, ep) for ep in ENDPOINTS}
         for ep in ENDPOINTS:
             for r in score(y_tests[ep], truths[ep], truths[ep], months, horizons):
-                rows.append({"mix": mix, "n_train": 0, "seed": -1, "endpoint": ep,
-                             "model": ORACLE, "fit_s": 0.0, **r})
+                rows.append(
+                    {
+                        "mix": mix,
+                        "n_train": 0,
+                        "seed": -1,
+                        "endpoint": ep,
+                        "model": ORACLE,
+                        "fit_s": 0.0,
+                        **r,
+                    }
+                )
         for n in args.train_n:
             for seed in args.seeds:
                 train = simulate_cohort(n, seed, **overrides)
@@ -131,10 +140,21 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                         fit_s = time.perf_counter() - t0
                         cif = model.predict_cif(X_test, times=months)[:, EVENT_OF_INTEREST - 1]
                         for r in score(y_tests[ep], cif, truths[ep], months, horizons):
-                            rows.append({"mix": mix, "n_train": n, "seed": seed, "endpoint": ep,
-                                         "model": name, "fit_s": fit_s, **r})
-                    print(f"[{time.strftime('%H:%M:%S')}] {mix} n={n} seed={seed} {ep} done",
-                          flush=True)
+                            rows.append(
+                                {
+                                    "mix": mix,
+                                    "n_train": n,
+                                    "seed": seed,
+                                    "endpoint": ep,
+                                    "model": name,
+                                    "fit_s": fit_s,
+                                    **r,
+                                }
+                            )
+                    print(
+                        f"[{time.strftime('%H:%M:%S')}] {mix} n={n} seed={seed} {ep} done",
+                        flush=True,
+                    )
                 # checkpoint after every training cohort: a long run can be read while it goes
                 pd.DataFrame(rows).to_csv(args.out, index=False)
     out = pd.DataFrame(rows)
@@ -162,14 +182,14 @@ def summarise(res: pd.DataFrame, metrics=("auc", "brier", "ici", "mae_true")) ->
             sub = res[(res.mix == mix) & (res.endpoint == ep)]
             lines.append(f"\n#### {mix} mix, {ep} (mean ± sd over {n_seeds} seeds)\n")
             horizons = sorted(sub["horizon"].unique())
-            head = "| n | model | " + " | ".join(
-                f"{m} {h}m" for m in metrics for h in horizons
-            ) + " | IBS |"
+            head = (
+                "| n | model | "
+                + " | ".join(f"{m} {h}m" for m in metrics for h in horizons)
+                + " | IBS |"
+            )
             lines += [head, "|" + "---|" * (3 + len(metrics) * len(horizons))]
             for (n, model), g in sub.groupby(["n_train", "model"], sort=True):
-                cells = [
-                    _mean_sd(g.loc[g.horizon == h, m]) for m in metrics for h in horizons
-                ]
+                cells = [_mean_sd(g.loc[g.horizon == h, m]) for m in metrics for h in horizons]
                 ibs = _mean_sd(g.loc[g.horizon == horizons[0], "ibs"], 4)
                 label = "—" if model == ORACLE else str(n)
                 lines.append(f"| {label} | {model} | " + " | ".join(cells) + f" | {ibs} |")
@@ -185,8 +205,12 @@ def main() -> None:
     p.add_argument("--mix", nargs="+", choices=sorted(MIXES), default=["modern", "default"])
     p.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS_MONTHS))
     p.add_argument("--ibs-max", type=int, default=IBS_MAX_MONTHS)
-    p.add_argument("--variant", action="append", default=[],
-                   help='extra forest: name=JSON params, e.g. leaf30={"min_samples_leaf": 30}')
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='extra forest: name=JSON params, e.g. leaf30={"min_samples_leaf": 30}',
+    )
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "forest_quality.csv")
     p.add_argument("--summary-only", action="store_true", help="re-summarise --out, no fitting")
     args = p.parse_args()

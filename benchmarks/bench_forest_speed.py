@@ -71,9 +71,7 @@ def worker(model: str, n: int, predict_n: int, seed: int) -> dict:
         from sksurv.ensemble import RandomSurvivalForest
 
         extra = {"min_samples_leaf": 15, "min_samples_split": 30} if model.endswith("15") else {}
-        est = RandomSurvivalForest(
-            n_estimators=N_TREES, n_jobs=N_JOBS, random_state=seed, **extra
-        )
+        est = RandomSurvivalForest(n_estimators=N_TREES, n_jobs=N_JOBS, random_state=seed, **extra)
         y_fit = np.empty(n, dtype=[("event", bool), ("time", float)])
         y_fit["event"] = y["event"] == 1
         y_fit["time"] = y["time"]
@@ -99,16 +97,33 @@ def worker(model: str, n: int, predict_n: int, seed: int) -> dict:
 
 def run_child(model: str, n: int, predict_n: int, seed: int) -> dict:
     """Run one configuration in a child process; add its peak RSS (MiB) and wall time."""
-    cmd = [sys.executable, __file__, "--worker", model, "--n", str(n),
-           "--predict-n", str(predict_n), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        "--n",
+        str(n),
+        "--predict-n",
+        str(predict_n),
+        "--seed",
+        str(seed),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    row = {"model": model, "n": n, "seed": seed, "predict_n": predict_n, "wall_s": wall,
-           "peak_rss_mib": usage.ru_maxrss / KIB_PER_MIB, "returncode": proc.returncode}
+    row = {
+        "model": model,
+        "n": n,
+        "seed": seed,
+        "predict_n": predict_n,
+        "wall_s": wall,
+        "peak_rss_mib": usage.ru_maxrss / KIB_PER_MIB,
+        "returncode": proc.returncode,
+    }
     if proc.returncode == 0:
         row.update(json.loads(out.strip().splitlines()[-1]))
     return row

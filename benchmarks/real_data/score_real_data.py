@@ -69,31 +69,42 @@ def score_all(variants: dict[str, dict], causes: list[int]) -> pd.DataFrame:
             t, e = y["time"][test_rows], y["event"][test_rows]
             for cause in causes:
                 preds: dict[str, np.ndarray] = {}
-                sub = r_pred[(r_pred.dataset == name) & (r_pred.split == s)
-                             & (r_pred.cause == cause)]
+                sub = r_pred[
+                    (r_pred.dataset == name) & (r_pred.split == s) & (r_pred.cause == cause)
+                ]
                 for model in R_MODELS:
                     m = sub[sub.model == model].set_index("row").loc[test_rows, risk_cols]
                     preds[model] = m.to_numpy(dtype=float)
                 for vname, params in {FOREST: {}, **variants}.items():
                     label = FOREST if vname == FOREST else f"{FOREST}[{vname}]"
                     forest = CompetingRiskForest(
-                        cause=cause, n_causes=N_CAUSES, time_grid_max=grid_max,
-                        time_grid_step=GRID_STEP_MONTHS, n_jobs=N_JOBS,
-                        random_state=SEED + s, **params,
+                        cause=cause,
+                        n_causes=N_CAUSES,
+                        time_grid_max=grid_max,
+                        time_grid_step=GRID_STEP_MONTHS,
+                        n_jobs=N_JOBS,
+                        random_state=SEED + s,
+                        **params,
                     ).fit(X[train], y[train])
                     preds[label] = forest.predict_cif(X[test_rows], times=horizons)[:, cause - 1]
                 for model, p in preds.items():
                     for j, h in enumerate(horizons):
                         risk = p[:, j]
                         ok = np.all(np.isfinite(risk))
-                        rows.append({
-                            "dataset": name, "split": s, "cause": cause, "model": model,
-                            "horizon": h,
-                            "n_cases": int(np.sum((t <= h) & (e == cause))),
-                            "auc": auc_cr(t, e, risk, cause, h) if ok else np.nan,
-                            "brier": brier_cr(t, e, np.clip(risk, 0, 1), cause, h)
-                            if ok else np.nan,
-                        })
+                        rows.append(
+                            {
+                                "dataset": name,
+                                "split": s,
+                                "cause": cause,
+                                "model": model,
+                                "horizon": h,
+                                "n_cases": int(np.sum((t <= h) & (e == cause))),
+                                "auc": auc_cr(t, e, risk, cause, h) if ok else np.nan,
+                                "brier": brier_cr(t, e, np.clip(risk, 0, 1), cause, h)
+                                if ok
+                                else np.nan,
+                            }
+                        )
             print(f"[{time.strftime('%H:%M:%S')}] {name} split {s} done", flush=True)
     return pd.DataFrame(rows)
 
@@ -112,10 +123,13 @@ def summarise(res: pd.DataFrame) -> str:
     for (name, cause), g in res.groupby(["dataset", "cause"], sort=False):
         n_splits = g.split.nunique()
         lines.append(f"\n#### {name}, cause {cause} ({n_splits} splits; mean over splits)\n")
-        head = ("| horizon (months) | cases/test split | "
-                + " | ".join(f"AUC {m}" for m in [*R_MODELS, *forests])
-                + " | best R | forest − best R, AUC (95 % CI) | within 0.02 | "
-                + " | ".join(f"Brier {m}" for m in [*R_MODELS, FOREST]) + " |")
+        head = (
+            "| horizon (months) | cases/test split | "
+            + " | ".join(f"AUC {m}" for m in [*R_MODELS, *forests])
+            + " | best R | forest − best R, AUC (95 % CI) | within 0.02 | "
+            + " | ".join(f"Brier {m}" for m in [*R_MODELS, FOREST])
+            + " |"
+        )
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for h, gh in g.groupby("horizon"):
             auc = gh.pivot(index="split", columns="model", values="auc")
@@ -129,15 +143,20 @@ def summarise(res: pd.DataFrame) -> str:
                 f"| {h:g} | {gh.loc[gh.model == FOREST, 'n_cases'].mean():.1f} | "
                 + " | ".join(cells)
                 + f" | {best} | {mean:+.3f} ({lo:+.3f}, {hi:+.3f}) | {ok} | "
-                + " | ".join(bcells) + " |"
+                + " | ".join(bcells)
+                + " |"
             )
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variant", action="append", default=[],
-                   help='extra forest: name=JSON params, e.g. leaf5={"min_samples_leaf": 5}')
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='extra forest: name=JSON params, e.g. leaf5={"min_samples_leaf": 5}',
+    )
     p.add_argument("--causes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "real_data_scores.csv")
     p.add_argument("--summary-only", action="store_true")
