@@ -1,0 +1,79 @@
+"""Infinitesimal-jackknife intervals of the forest's CIF."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.config import HORIZONS_MONTHS
+from features.synthetic import simulate_cohort
+from models.uncertainty import bundle_intervals, ij_variance, interval
+from tests.bundle_factory import small_bundle
+
+
+def _brute_ij(per_tree: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    n_trees, n_train = counts.shape
+    out = np.zeros(per_tree.shape[1:])
+    for p in range(per_tree.shape[1]):
+        for t in range(per_tree.shape[2]):
+            tb = per_tree[:, p, t]
+            cov = [
+                np.mean((counts[:, i] - counts[:, i].mean()) * (tb - tb.mean()))
+                for i in range(n_train)
+            ]
+            out[p, t] = (
+                np.sum(np.square(cov)) - n_train * np.sum((tb - tb.mean()) ** 2) / n_trees**2
+            )
+    return np.maximum(out, 0.0)
+
+
+def test_ij_matches_definition():
+    rng = np.random.default_rng(0)
+    n_trees, n_train = 400, 30
+    counts = rng.multinomial(n_train, np.full(n_train, 1 / n_train), size=n_trees)
+    signal = rng.normal(size=(n_train, 3, 2))
+    per_tree = np.einsum("bi,ipt->bpt", counts, signal) / n_train + rng.normal(
+        scale=0.01, size=(n_trees, 3, 2)
+    )
+    np.testing.assert_allclose(
+        ij_variance(per_tree, counts), _brute_ij(per_tree, counts), rtol=1e-10, atol=1e-14
+    )
+
+
+def test_ij_of_a_linear_bagged_mean_recovers_its_variance():
+    """For t_b = mean of y over tree b's bootstrap sample, Var(mean) ~ var(y) / n."""
+    rng = np.random.default_rng(1)
+    n_train, n_trees = 200, 4000
+    y = rng.normal(size=n_train)
+    counts = rng.multinomial(n_train, np.full(n_train, 1 / n_train), size=n_trees)
+    per_tree = (counts @ y / n_train)[:, None, None]
+    v = ij_variance(per_tree, counts)[0, 0]
+    target = y.var() / n_train
+    assert abs(v - target) / target < 0.15
+
+
+def test_ij_is_zero_for_noise_unrelated_to_the_data():
+    rng = np.random.default_rng(2)
+    counts = rng.multinomial(50, np.full(50, 1 / 50), size=2000)
+    per_tree = rng.normal(size=(2000, 1, 1))
+    raw_scale = per_tree.var()
+    assert ij_variance(per_tree, counts)[0, 0] < 0.1 * raw_scale
+
+
+def test_intervals_contain_the_estimate_and_stay_in_unit_range():
+    bundle = small_bundle()
+    X = bundle.features(simulate_cohort(20, seed=9))
+    for scale in ("logit", "linear"):
+        for endpoint, ri in bundle_intervals(bundle, X, HORIZONS_MONTHS, scale=scale).items():
+            cif = bundle.models[endpoint].predict_cif(X, HORIZONS_MONTHS)[:, 0, :]
+            np.testing.assert_allclose(ri.estimate, cif, atol=1e-12)
+            assert np.all(ri.lower <= ri.estimate + 1e-12)
+            assert np.all(ri.upper >= ri.estimate - 1e-12)
+            assert np.all((ri.lower >= 0) & (ri.upper <= 1))
+            assert np.any(ri.upper - ri.lower > 1e-3)
+
+
+def test_wider_level_gives_wider_interval():
+    est, var = np.array([0.2, 0.05]), np.array([0.001, 0.0004])
+    _, lo90, hi90 = interval(est, var, level=0.9)
+    _, lo99, hi99 = interval(est, var, level=0.99)
+    assert np.all(lo99 < lo90) and np.all(hi99 > hi90)
