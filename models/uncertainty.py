@@ -93,7 +93,10 @@ def interval(
     p = np.clip(est, LOGIT_EPS, 1 - LOGIT_EPS)
     se_logit = se / (p * (1 - p))  # delta method
     centre = logit(p)
-    return se, expit(centre - z * se_logit), expit(centre + z * se_logit)
+    # a CIF of exactly 0 (or 1) has no logit: the clipped centre must not leave it outside
+    lower = np.minimum(expit(centre - z * se_logit), est)
+    upper = np.maximum(expit(centre + z * se_logit), est)
+    return se, lower, upper
 
 
 def forest_interval(
