@@ -5,13 +5,18 @@ defaults of ``features/synthetic_params.DGPParams`` (nothing is fitted at run ti
 
     PYTHONPATH=. .venv/bin/python benchmarks/calibrate_dgp.py --n 10000 --seed 7
 
-Free parameters (marked FITTED in DGPParams): the necrosis Weibull shape and scale and its
-per-Gy dose slope, the haemorrhage rate after necrosis and its rT3-4 log-HR, the progression
-Weibull shape and scale, the other-cause death rate and the loss-to-follow-up rate. Every
-other parameter is fixed at its published or assumed value. The loss is the squared
-distance to each target in units of its tolerance, on one simulated cohort with common
-random numbers (same seed every evaluation), minimised by Nelder-Mead: the crude shares are
-step functions of the parameters, so a gradient method would stall.
+Free parameters (marked FITTED in DGPParams): the necrosis Weibull shape and scale, its
+per-Gy dose slope and rT3-4 log-HR, the share of necroses exposing the carotid artery and
+its rT3-4 log-odds ratio, the progression Weibull shape and scale, the other-cause death
+rate and the loss-to-follow-up rate. Every other parameter is fixed at its published or
+assumed value. The loss is the squared distance to each target in units of its tolerance,
+on one simulated cohort with common random numbers (same seed every evaluation), minimised
+by Nelder-Mead: the crude shares are step functions of the parameters, so a gradient method
+would stall.
+
+Shipped defaults: the fit above (n=10,000, seed 7), then the progression Weibull shape and
+scale re-tuned by hand on the mean of seeds 1-3 at n=20,000, because the 5-year OS of the
+seed-7 fit sat 2 points high on other seeds (``evaluate`` below, three seeds).
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ FREE: tuple[tuple[str, str], ...] = (
     ("necrosis_weibull_scale_months", LOG),
     ("necrosis_log_hr_per_eqd2_gy", LIN),
     ("necrosis_log_hr_rt34", LIN),
-    ("haemorrhage_rate_per_month", LOG),
-    ("haemorrhage_log_hr_rt34", LIN),
+    ("ica_exposure_logit", LIN),
+    ("ica_exposure_log_or_rt34", LIN),
     ("progression_weibull_shape", LOG),
     ("progression_weibull_scale_months", LOG),
     ("other_death_rate_per_month", LOG),
@@ -105,7 +110,7 @@ def main() -> None:
         return loss(evaluate(to_params(x, base), args.n, args.seed))
 
     x0 = from_params(base)
-    print(f"start loss {objective(x0):.3f}")
+    print(f"start loss {objective(x0):.3f}", flush=True)
     res = minimize(
         objective,
         x0,

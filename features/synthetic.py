@@ -3,12 +3,13 @@
 Patients are drawn with the seed paper's mix (literature.md section 1), then followed from
 the start of re-irradiation through an illness-death model::
 
-    no necrosis --N--> necrosis --H--> death from haemorrhage
+    no necrosis --N--> necrosis (ICA exposed with probability q) --H--> haemorrhage death
          |                 |
          +--P, O--> death (progression, other causes) <--P, c*O--+
 
 with proportional cause-specific hazards (Weibull for necrosis and progression, constant
-for other causes and for haemorrhage after necrosis), administrative censoring from the
+for other causes and for haemorrhage after an ICA-exposing necrosis; a necrosis that does
+not expose the internal carotid artery does not bleed), administrative censoring from the
 seed's accrual and closing dates, and independent loss to follow-up. Because the hazards
 are known, :func:`true_cif` gives each patient's true cumulative incidence, the yardstick
 for every model trained on these data. Parameters live in
@@ -61,7 +62,7 @@ CAUSE_ALIVE, CAUSE_HAEM, CAUSE_PROG, CAUSE_OTHER, CAUSE_UNKNOWN = (
 _N_UNIFORM_COV = 13
 _N_NORMAL_COV = 5
 _N_EXP_OUT = 5
-_N_UNIFORM_OUT = 2
+_N_UNIFORM_OUT = 3
 
 
 def _resolve(params: DGPParams | None, overrides: dict[str, Any]) -> DGPParams:
@@ -221,7 +222,8 @@ class Hazards:
     necrosis_mult: np.ndarray  # exp(lp_N)
     progression_mult: np.ndarray  # exp(lp_P)
     other_rate: np.ndarray  # per month, before necrosis
-    haemorrhage_rate: np.ndarray  # per month, in the necrosis state
+    haemorrhage_rate: np.ndarray  # per month, after a necrosis exposing the ICA
+    ica_share: np.ndarray  # probability that a necrosis exposes the ICA
     params: DGPParams
 
     def cum_necrosis(self, t: np.ndarray) -> np.ndarray:
@@ -307,12 +309,13 @@ def hazards(df: pd.DataFrame, params: DGPParams | None = None) -> Hazards:
         p.other_log_hr_age_per_year * age
         + p.other_log_hr_prior_grade3 * flag["prior_grade3_toxicity"]
     )
-    lp_h = p.haemorrhage_log_hr_rt34 * advanced
+    ica_share = expit(p.ica_exposure_logit + p.ica_exposure_log_or_rt34 * advanced)
     return Hazards(
         necrosis_mult=np.exp(lp_n),
         progression_mult=np.exp(lp_p),
         other_rate=p.other_death_rate_per_month * np.exp(lp_o),
-        haemorrhage_rate=p.haemorrhage_rate_per_month * np.exp(lp_h),
+        haemorrhage_rate=np.full(len(df), p.haemorrhage_rate_per_month),
+        ica_share=ica_share,
         params=p,
     )
 
@@ -362,6 +365,7 @@ def _simulate_outcomes(cov: pd.DataFrame, p: DGPParams, rng: np.random.Generator
     with np.errstate(divide="ignore", invalid="ignore"):
         t_other1 = t_nec + (e[:, 2] - hz.other_rate * t_nec) / (hz.other_rate * c)
         t_haem = t_nec + e[:, 3] / hz.haemorrhage_rate
+    t_haem = np.where(u[:, 2] < hz.ica_share, t_haem, np.inf)  # only an exposed ICA bleeds
     t_other = np.where(necrosis_first, np.where(np.isfinite(t_other1), t_other1, np.inf), t_other0)
     t_haem = np.where(necrosis_first, t_haem, np.inf)
     t_death = np.minimum.reduce([t_prog, t_other, t_haem])
@@ -457,57 +461,85 @@ def true_cif(
         raise ValueError("times must be a 1-d array of finite, non-negative months")
     p = DEFAULT_PARAMS if params is None else params
     hz = hazards(df.reset_index(drop=True), p)
-    n = len(df)
     t_max = float(t_req.max(initial=0.0))
     n_steps = max(1, int(np.ceil(t_max / step_months)))
     grid = np.unique(np.concatenate([np.linspace(0.0, t_max, n_steps + 1), t_req]))
-    dt = np.diff(grid)
-
-    cum_n = hz.cum_necrosis(grid)
-    d_n = np.diff(cum_n, axis=1)
-    d_p = np.diff(hz.cum_progression(grid), axis=1)
-    d_o = hz.other_rate[:, None] * dt[None, :]
-    d_h = hz.haemorrhage_rate[:, None] * dt[None, :]
-    a = d_n + d_p + d_o  # total hazard out of "no necrosis" in each step
-    b = d_h + d_p + hz.params.other_death_hr_after_necrosis * d_o  # out of "necrosis"
-    s0 = np.exp(-np.concatenate([np.zeros((n, 1)), np.cumsum(a, axis=1)], axis=1))
-    leave0 = s0[:, :-1] * -np.expm1(-a)  # probability leaving state 0 within each step
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac_n = np.where(a > 0, d_n / a, 0.0)
-
-    if endpoint == "mucosal_necrosis":
-        share = frac_n if event == EVENT_OF_INTEREST else 1.0 - frac_n
-        share = np.where(a > 0, share, 0.0)
-        cif = np.concatenate([np.zeros((n, 1)), np.cumsum(leave0 * share, axis=1)], axis=1)
-    else:
-        cif_h, p1 = _necrosis_state_paths(s0, a, b, d_n, d_h)
-        cif = cif_h if event == EVENT_OF_INTEREST else 1.0 - s0 - p1 - cif_h
-    idx = np.searchsorted(grid, t_req)
-    return np.clip(cif[:, idx], 0.0, 1.0)
+    quantity = _CIF_QUANTITY[(endpoint, event)]
+    return np.clip(_integrate(hz, grid, t_req, quantity), 0.0, 1.0)
 
 
-def _necrosis_state_paths(
-    s0: np.ndarray, a: np.ndarray, b: np.ndarray, d_n: np.ndarray, d_h: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative haemorrhage deaths and occupancy of the necrosis state at each grid point.
+_CIF_QUANTITY: dict[tuple[str, int], str] = {
+    ("mucosal_necrosis", EVENT_OF_INTEREST): "necrosis",
+    ("mucosal_necrosis", EVENT_COMPETING): "death_without_necrosis",
+    ("fatal_haemorrhage", EVENT_OF_INTEREST): "haemorrhage",
+    ("fatal_haemorrhage", EVENT_COMPETING): "other_death",
+}
 
-    Within a step all hazards are constant, so the necrosis state's occupancy solves
-    P1' = h_N P0 - h_1 P1 exactly: P1(k+1) = P1(k) e^-b + P0(k) dH_N (e^-b - e^-a) / (a - b),
-    where a and b are the step's total cumulative hazards out of the two states. What leaves
-    the necrosis state in the step is split between haemorrhage and other deaths in
-    proportion to their hazards.
+
+def _integrate(hz: Hazards, grid: np.ndarray, t_req: np.ndarray, quantity: str) -> np.ndarray:
+    """Step the illness-death model's forward equations over ``grid``, one step at a time.
+
+    States: 0 no necrosis; 1a necrosis exposing the ICA (can bleed); 1b necrosis that does
+    not (cannot bleed). Memory is O(patients): each step updates per-patient vectors.
+    Within a step all hazards are constant (the Weibull ones through their exact cumulative
+    increments), so the step is solved exactly: with a and b the step's total cumulative
+    hazards out of state 0 and out of a necrosis state,
+        P0(k+1) = P0(k) e^-a,
+        P1(k+1) = P1(k) e^-b + s P0(k) dH_N (e^-b - e^-a) / (a - b)   (P0 dH_N e^-a if a = b),
+    with s the share entering that necrosis state; what leaves a state is split between its
+    exits in proportion to their hazards.
     """
-    n, k_steps = d_n.shape
-    ea, eb = np.exp(-a), np.exp(-b)
-    close = np.abs(a - b) < 1e-12
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kernel = np.where(close, ea, (eb - ea) / np.where(close, 1.0, a - b))
-        frac_h = np.where(b > 0, d_h / b, 0.0)
-        inflow = np.where(a > 0, s0[:, :-1] * -np.expm1(-a) * d_n / a, 0.0)
-    cif_h = np.zeros((n, k_steps + 1))
-    p1 = np.zeros((n, k_steps + 1))
-    for k in range(k_steps):
-        p1[:, k + 1] = p1[:, k] * eb[:, k] + s0[:, k] * d_n[:, k] * kernel[:, k]
-        left = p1[:, k] + inflow[:, k] - p1[:, k + 1]
-        cif_h[:, k + 1] = cif_h[:, k] + left * frac_h[:, k]
-    return cif_h, p1
+    p = hz.params
+    n = len(hz.necrosis_mult)
+    c = p.other_death_hr_after_necrosis
+    p0, p1a, p1b = np.ones(n), np.zeros(n), np.zeros(n)
+    cif_n, cif_d0, cif_h = np.zeros(n), np.zeros(n), np.zeros(n)
+    q = hz.ica_share
+    base_n = (grid / p.necrosis_weibull_scale_months) ** p.necrosis_weibull_shape
+    base_p = (grid / p.progression_weibull_scale_months) ** p.progression_weibull_shape
+    cols_at: dict[int, list[int]] = {}
+    for col, g in enumerate(np.searchsorted(grid, t_req)):
+        cols_at.setdefault(int(g), []).append(col)
+    out = np.zeros((n, len(t_req)))
+
+    def value() -> np.ndarray:
+        if quantity == "necrosis":
+            return cif_n
+        if quantity == "death_without_necrosis":
+            return cif_d0
+        if quantity == "haemorrhage":
+            return cif_h
+        return 1.0 - p0 - p1a - p1b - cif_h
+
+    def kernel(a: np.ndarray, ea: np.ndarray, b: np.ndarray, eb: np.ndarray) -> np.ndarray:
+        diff = a - b
+        close = np.abs(diff) < _CLOSE_HAZARDS
+        return np.where(close, ea, (eb - ea) / np.where(close, 1.0, diff))
+
+    if 0 in cols_at:
+        out[:, cols_at[0]] = value()[:, None]
+    for k in range(len(grid) - 1):
+        dt = grid[k + 1] - grid[k]
+        d_n = hz.necrosis_mult * (base_n[k + 1] - base_n[k])
+        d_p = hz.progression_mult * (base_p[k + 1] - base_p[k])
+        d_o = hz.other_rate * dt
+        d_h = hz.haemorrhage_rate * dt
+        a = d_n + d_p + d_o
+        b_b = d_p + c * d_o  # out of a necrosis that cannot bleed
+        b_a = d_h + b_b  # out of a necrosis exposing the ICA
+        ea, eba, ebb = np.exp(-a), np.exp(-b_a), np.exp(-b_b)
+        leave0 = p0 * -np.expm1(-a)
+        to_n = leave0 * np.divide(d_n, a, out=np.zeros(n), where=a > 0)
+        p1a_next = p1a * eba + q * p0 * d_n * kernel(a, ea, b_a, eba)
+        p1b_next = p1b * ebb + (1.0 - q) * p0 * d_n * kernel(a, ea, b_b, ebb)
+        left1a = p1a + q * to_n - p1a_next
+        cif_h = cif_h + left1a * np.divide(d_h, b_a, out=np.zeros(n), where=b_a > 0)
+        cif_n = cif_n + to_n
+        cif_d0 = cif_d0 + (leave0 - to_n)
+        p0, p1a, p1b = p0 * ea, p1a_next, p1b_next
+        if k + 1 in cols_at:
+            out[:, cols_at[k + 1]] = value()[:, None]
+    return out
+
+
+_CLOSE_HAZARDS = 1e-12

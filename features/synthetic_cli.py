@@ -24,6 +24,7 @@ from features.synthetic import simulate_cohort
 
 EXIT_TARGET_MISSED = 1
 EXIT_BAD_ARGUMENT = 2
+TABLE_MIN_WIDTH = 120  # the calibration table stays readable when piped (rich assumes 80)
 console = Console(highlight=False)
 
 
@@ -86,11 +87,12 @@ def calibrate(
     any target is missed ("info" rows are context and never fail).
     """
     rows = calibration_table(n, seed)
-    console.print(render_table(rows, f"synthetic cohort vs published targets (n={n}, seed={seed})"))
+    out = Console(highlight=False, width=max(console.width, TABLE_MIN_WIDTH))
+    out.print(render_table(rows, f"synthetic cohort vs published targets (n={n}, seed={seed})"))
     ok = all_targets_hold(rows)
     n_targets = sum(r.kind == "target" for r in rows)
     n_held = sum(bool(r.holds) for r in rows if r.kind == "target")
-    console.print(f"{n_held} of {n_targets} targets hold", markup=False)
+    out.print(f"{n_held} of {n_targets} targets hold", markup=False)
     if not ok:
         raise typer.Exit(EXIT_TARGET_MISSED)
 

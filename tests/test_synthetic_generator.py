@@ -134,3 +134,12 @@ def test_cli_synth_refuses_an_unknown_suffix(tmp_path):
     assert result.exit_code != 0
     assert "unsupported file type" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_datasheet_documents_every_parameter():
+    from pathlib import Path
+
+    from features.synthetic_params import PARAM_NAMES
+
+    sheet = (Path(__file__).parents[1] / "docs" / "synthetic_cohort_datasheet.md").read_text()
+    assert not [name for name in sorted(PARAM_NAMES) if f"`{name}`" not in sheet]
