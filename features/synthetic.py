@@ -244,6 +244,23 @@ def dgp_eqd2(total_gy, fraction_gy, fractions_per_day, params: DGPParams) -> np.
     return eqd2(total_gy, np.asarray(fraction_gy, dtype=float) * repair, params.dgp_alpha_beta_gy)
 
 
+_TRUE_TEXT = frozenset({"true", "1", "1.0", "yes"})
+_FALSE_TEXT = frozenset({"false", "0", "0.0", "no"})
+
+
+def _flag(col: pd.Series, name: str) -> np.ndarray:
+    """A boolean column as booleans, also when read from a CSV as text ("False" is false)."""
+    if col.dtype == bool:
+        return col.to_numpy()
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy() != 0
+    text = col.astype(str).str.strip().str.lower()
+    bad = ~text.isin(_TRUE_TEXT | _FALSE_TEXT)
+    if bad.any():
+        raise ValueError(f"hazards: {name} has non-boolean value(s) {sorted(set(col[bad]))[:3]}")
+    return text.isin(_TRUE_TEXT).to_numpy()
+
+
 def hazards(df: pd.DataFrame, params: DGPParams | None = None) -> Hazards:
     """The hazard parameters of each row of ``df`` (contract input columns; outcomes ignored)."""
     p = DEFAULT_PARAMS if params is None else params
@@ -261,7 +278,7 @@ def hazards(df: pd.DataFrame, params: DGPParams | None = None) -> Hazards:
     short_ttr = (df["ttr_months"].astype(float).to_numpy() <= p.short_ttr_months).astype(float)
     male = (df["sex"].astype(str).to_numpy() == "male").astype(float)
     flag = {
-        c: df[c].astype(bool).to_numpy().astype(float)
+        c: _flag(df[c], c).astype(float)
         for c in (
             "nodal_recurrence",
             "chemotherapy",
@@ -282,7 +299,7 @@ def hazards(df: pd.DataFrame, params: DGPParams | None = None) -> Hazards:
     ) + dgp_eqd2(
         df["reirr_dose_gy"].astype(float).to_numpy(),
         df["reirr_fraction_gy"].astype(float).to_numpy(),
-        df["reirr_fractions_per_day"].astype(int).to_numpy(),
+        pd.to_numeric(df["reirr_fractions_per_day"]).to_numpy(),
         p,
     )
     lp_n = (

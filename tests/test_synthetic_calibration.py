@@ -12,35 +12,13 @@ from features.calibration import (
 )
 from features.cli import app
 
-N_TARGETS = 10_000  # half the CLI's 20,000, to keep the suite fast
-SEED = 99  # not the seed the defaults were fitted on
-# Monte-Carlo allowance at n=10,000 (about two standard errors): shares ~0.9 point, the OS
-# rates ~1 point, the median latency ~0.3 month, the rT3-4 share ~1.6 points, trial ratios
-# ~0.05 (common random numbers make the ratios much steadier than independent arms would)
-MC_SLACK = {
-    "OS at 3 y, KM (%)": 1.0,
-    "OS at 5 y, KM (%)": 1.0,
-    "grade >=3 necrosis (%)": 0.9,
-    "died of haemorrhage (%)": 0.9,
-    "necrosis latency, median (mo)": 0.3,
-    "haemorrhages in rT3-4 (%)": 1.6,
-}
-TRIAL_SLACK = 0.05
-MARGINAL_SLACK = 1.0
+N_TARGETS = 20_000  # the size literature.md section 4 asks for; about 2 s
+SEED = 99  # not a seed the defaults were fitted or tuned on
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[CalibrationRow]:
     return calibration_table(N_TARGETS, SEED)
-
-
-def _widened(r: CalibrationRow) -> float:
-    assert r.tolerance is not None
-    if r.name in MC_SLACK:
-        return r.tolerance + MC_SLACK[r.name]
-    if r.name.startswith("trial"):
-        return r.tolerance + TRIAL_SLACK
-    return r.tolerance + MARGINAL_SLACK
 
 
 def test_every_target_of_section_4_is_in_the_table(rows):
@@ -75,19 +53,14 @@ def test_every_target_of_section_4_is_in_the_table(rows):
 )
 def test_outcome_target_holds(rows, name):
     (r,) = [r for r in rows if r.name == name]
-    assert abs(r.simulated - r.target) <= _widened(r), (r.name, r.target, r.simulated)
+    assert r.tolerance is not None
+    assert abs(r.simulated - r.target) <= r.tolerance, (r.name, r.target, r.simulated)
 
 
 def test_patient_mix_targets_hold(rows):
-    bad = [
-        (r.name, r.target, round(r.simulated, 2))
-        for r in rows
-        if r.kind == "target"
-        and r.name not in MC_SLACK
-        and not r.name.startswith("trial")
-        and abs(r.simulated - r.target) > _widened(r)
-    ]
+    bad = [(r.name, r.target, round(r.simulated, 2)) for r in rows if r.holds is False]
     assert not bad
+    assert all_targets_hold(rows)
 
 
 def test_holds_and_gate_follow_the_tolerance():

@@ -126,6 +126,16 @@ def test_outcome_columns_and_row_order_do_not_matter(sample):
     np.testing.assert_allclose(true_cif(rev, "mucosal_necrosis", times), full[::-1])
 
 
+def test_a_table_read_back_from_csv_gives_the_same_truth(sample, tmp_path):
+    from features.io import load_table, write_table
+
+    text = load_table(write_table(sample, tmp_path / "cohort.csv"))  # every cell is text
+    for endpoint in ENDPOINTS:
+        np.testing.assert_allclose(
+            true_cif(text, endpoint, [12.0, 36.0]), true_cif(sample, endpoint, [12.0, 36.0])
+        )
+
+
 def test_unsorted_times_are_answered_in_the_order_asked(sample):
     ordered = true_cif(sample, "fatal_haemorrhage", [6.0, 12.0, 24.0])
     shuffled = true_cif(sample, "fatal_haemorrhage", [24.0, 6.0, 12.0])
