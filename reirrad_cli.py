@@ -12,6 +12,7 @@ import typer
 from features.cli import app as cohort_app
 from serving.cli import DEFAULT_HOST, DEFAULT_PORT
 from serving.cli import register as register_serving
+from serving.report_cli import register as register_patient_report
 from training.cli import register as register_training
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(cohort_app, name="cohort")
 register_training(app)
 register_serving(app)
+register_patient_report(app)
 
 
 @app.command("up")
