@@ -129,6 +129,37 @@ def run_child(model: str, n: int, predict_n: int, seed: int) -> dict:
     return row
 
 
+def summarise(path: Path) -> str:
+    """Markdown table: median over repeats per (model, n) of the rows recorded in ``path``."""
+    import pandas as pd
+
+    rows = pd.read_json(path, lines=True)
+    rows = rows[rows.returncode == 0]
+    agg = rows.groupby(["n", "model"]).agg(
+        runs=("fit_s", "size"),
+        fit_s=("fit_s", "median"),
+        fit_min=("fit_s", "min"),
+        fit_max=("fit_s", "max"),
+        predict_s=("predict_s", "median"),
+        peak_rss_mib=("peak_rss_mib", "max"),
+        rss_before_fit_mib=("rss_before_fit_mib", "median"),
+        load=("load_avg_1m", "median"),
+    )
+    lines = [
+        "| n | model | runs | fit s, median (min-max) | predict s | peak RSS MiB "
+        "(before fit) | fit time / forest's | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, model), r in agg.iterrows():
+        base = agg.loc[(n, "forest"), "fit_s"] if (n, "forest") in agg.index else np.nan
+        lines.append(
+            f"| {n} | {model} | {int(r.runs)} | {r.fit_s:.1f} ({r.fit_min:.1f}-{r.fit_max:.1f}) "
+            f"| {r.predict_s:.2f} | {r.peak_rss_mib:.0f} ({r.rss_before_fit_mib:.0f}) "
+            f"| {r.fit_s / base:.1f}x | {r.load:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
@@ -138,7 +169,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "forest_speed.jsonl")
+    p.add_argument("--summary", action="store_true", help="print the table of --out, no runs")
     args = p.parse_args()
+    if args.summary:
+        print(summarise(args.out))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.n[0], args.predict_n, args.seed)))
         return

@@ -15,7 +15,8 @@
 #   a recurrence are not events (the recurrence came first). Rows with missing covariates
 #   (nodes, differ) are dropped.
 # - riskRegression::Melanoma (Andersen et al. 1993): status 1 = death from melanoma,
-#   2 = death from other causes, 0 = censored. Covariates as in riskRegression's examples.
+#   2 = death from other causes, 0 = censored. Covariates: sex, age, log thickness, ulceration,
+#   epithelioid cells, and invasion level and ici as ordinal scores (see melanoma_cr).
 # Times: days -> months (/ (365.25 / 12)). Covariates are exported as the numeric design matrix
 # (model.matrix: factors as treatment dummies) so that R and Python models see the same columns.
 #
@@ -61,6 +62,11 @@ colon_cr <- function() {
 melanoma_cr <- function() {
   data("Melanoma", package = "riskRegression", envir = environment())
   m <- Melanoma
+  # invasion (levels 0-2) and ici (0-3) enter as ordinal scores: as dummies, some level has no
+  # death from other causes in some training splits (14 such deaths in all), the cause-2 Cox
+  # fit diverges, and CSC then predicts negative cumulative incidences.
+  m$invasion <- as.numeric(m$invasion) - 1
+  m$ici <- as.numeric(as.character(m$ici))
   X <- design(m, ~ sex + age + logthick + ulcer + invasion + epicel + ici)
   data.frame(time = m$time / DAYS_PER_MONTH, status = m$status, X)
 }
@@ -91,7 +97,7 @@ fit_predict <- function(name, d, splits) {
               else predictRisk(fgr, newdata = test, times = HORIZONS)
       )
       for (model in names(preds)) {
-        p <- preds[[model]]
+        p <- signif(preds[[model]], 6)
         colnames(p) <- paste0("risk_", HORIZONS)
         out[[length(out) + 1]] <- data.frame(dataset = name, split = s, cause = k,
                                              model = model, row = rows, p)
