@@ -172,13 +172,16 @@ class TrainConfig(_Strict):
 
 
 def load_config(source: str | Path | None = None) -> TrainConfig:
-    """A preset name (``quick``, ``release``) or a TOML file path; None means the release preset."""
+    """A preset name (``quick``, ``release``), a TOML file or a JSON file (``.json``, as
+    written by ``TrainConfig.model_dump_json``); None means the release preset."""
     if source is None:
         source = DEFAULT_PRESET
     text = str(source)
     path = CONFIG_DIR / f"{text}.toml" if text in PRESETS else Path(text)
     if not path.is_file():
         raise FileNotFoundError(f"config {text!r}: no such preset ({PRESETS}) or TOML file")
+    if path.suffix.lower() == ".json":
+        return TrainConfig.model_validate_json(path.read_text())
     with path.open("rb") as fh:
         data = tomllib.load(fh)
     return TrainConfig.model_validate(data)

@@ -50,6 +50,15 @@ def register(
     return mv
 
 
+def discard(
+    client: MlflowClient, name: str, version: int | str, restore_champion: int | None
+) -> None:
+    """Undo a registration that could not be completed (the run failed after it)."""
+    client.delete_model_version(name, str(version))
+    if restore_champion is not None:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(restore_champion))
+
+
 def promote(client: MlflowClient, name: str, version: int | str) -> int | None:
     """Point ``champion`` at ``version``; returns the previous champion's version (or None).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +96,14 @@ def _example_input() -> pd.DataFrame:
         df[c] = df[c].astype(bool)
     df["reirr_fractions_per_day"] = df["reirr_fractions_per_day"].astype("int64")
     return df.reset_index(drop=True)
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame):
+    """The model signature; MLflow's hint about integer columns is moot here (the contract
+    refuses missing values in ``reirr_fractions_per_day``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        return infer_signature(example, output)
 
 
 def _pip_requirements() -> list[str]:
@@ -386,7 +395,7 @@ def _log_and_register(
             python_model=BundlePyfunc(),
             artifacts={BUNDLE_ARTIFACT_KEY: str(bundle_path)},
             model_config={SHA_CONFIG_KEY: sha},
-            signature=infer_signature(example, bundle.predict_horizons(example)),
+            signature=_signature(example, bundle.predict_horizons(example)),
             input_example=example,
             pip_requirements=_pip_requirements(),
             code_paths=[str(repo_root() / p) for p in PYFUNC_PACKAGES],
@@ -464,7 +473,11 @@ def _log_and_register(
     version = int(mv.version)
     echo(f"registered {cfg.model_name} v{version} (alias challenger)")
     if decision.passed:
-        registry.promote(client, cfg.model_name, version)
+        try:
+            registry.promote(client, cfg.model_name, version)
+        except BaseException:  # leave no half-promoted version behind a FAILED run
+            registry.discard(client, cfg.model_name, version, champion_version)
+            raise
         echo(f"champion -> v{version}")
         champion_now: int | None = version
     else:

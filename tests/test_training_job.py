@@ -1,0 +1,367 @@
+"""The retraining job end to end against temporary MLflow stores.
+
+One module-scoped store is trained once by ``ensure_champion`` (what ``make up`` does: the
+quick config on the synthetic cohort) and then shared: the done-when CLI run, the gate both
+ways, promotion/rollback and the fault tests all add to it. The Ray test starts a real local
+cluster and checks that the same seed gives the same numbers on both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mlflow
+from features.schema import INPUT_COLUMNS, CohortValidationError
+from features.synthetic import simulate_cohort
+from mlflow import MlflowClient
+from models.store import load_champion
+from training.config import TrainConfig, load_config
+from training.registry import get_alias
+from training.tracking import TrackingUnavailableError
+from training.train import ensure_champion, train
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "reirrad-toxicity"
+TINY = {
+    "name": "tiny",
+    "n_workers": 1,
+    "fit_n_jobs": 1,
+    "forest": {"n_estimators": 20, "grid": {"min_samples_leaf": [15]}},
+    "tuning": {"cv_folds": 2, "n_estimators": 10},
+    "evaluation": {"n_bootstrap": 2},
+    "baselines": {"models": ["cox", "published_rule"]},
+    "synthetic": {"n": 200, "seed": 11},
+}
+TINY_N = 200
+
+
+def tiny(**gate) -> TrainConfig:
+    return TrainConfig.model_validate({**TINY, "gate": gate})
+
+
+LENIENT = {"min_auc": 0.0, "max_ici": 1.0, "auc_tolerance": 1.0, "brier_tolerance": 1.0}
+STRICT = {"min_auc": 0.99}
+
+
+def _env(uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["MLFLOW_TRACKING_URI"] = uri
+    return env
+
+
+def _cli(args: list[str], uri: str, cwd: Path, timeout: float = 600):
+    cmd = [sys.executable, "-m", "reirrad_cli", *args]
+    return subprocess.run(
+        cmd, cwd=cwd, env=_env(uri), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store whose first model was trained the way `make up` trains it."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    info = ensure_champion(uri, progress=False)
+    return {"uri": uri, "root": root, "first": info}
+
+
+def _client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _versions(uri: str) -> list[int]:
+    return sorted(int(v.version) for v in _client(uri).search_model_versions(f"name='{MODEL}'"))
+
+
+def _runs(uri: str) -> list:
+    client = _client(uri)
+    exp = client.get_experiment_by_name("reirrad-training")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+# ---------------------------------------------------------------------------- make up
+def test_make_up_model_passes_the_absolute_limits(store):
+    info = store["first"]
+    assert info.trained and info.version == 1
+    client = _client(store["uri"])
+    run = client.get_run(info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["gate.passed"] == "true"
+    rule = load_config("quick").gate
+    for e in rule.endpoints:
+        assert run.data.metrics[f"corrected/forest/{e}/auc_24m"] >= rule.min_auc
+        assert run.data.metrics[f"corrected/forest/{e}/ici_24m"] <= rule.max_ici
+    assert int(get_alias(client, MODEL, "champion").version) == 1
+    # a second call finds the champion and trains nothing
+    again = ensure_champion(store["uri"], progress=False)
+    assert not again.trained and again.version == 1
+
+
+# -------------------------------------------------------------------------- done-when
+def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
+    uri = store["uri"]
+    before = _versions(uri)
+    proc = _cli(
+        ["train", "--synthetic", "300", "--config", "quick", "--no-progress"], uri, tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gate" in proc.stdout
+    client = _client(uri)
+    version = max(_versions(uri))
+    assert version == max(before) + 1
+    mv = client.get_model_version(MODEL, str(version))
+    assert "challenger" in mv.aliases
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    m, p, t = run.data.metrics, run.data.params, run.data.tags
+    for e in ("mucosal_necrosis", "fatal_haemorrhage"):
+        for h in (6, 12, 24, 36):
+            for k in ("auc", "brier", "ici"):
+                for model in ("forest", "cox", "xgb", "published_rule"):
+                    assert np.isfinite(m[f"corrected/{model}/{e}/{k}_{h}m"])
+        assert 0.5 < m[f"corrected/forest/{e}/auc_24m"] <= 1.0
+        assert f"holdout/forest/{e}/auc" in m
+    assert p["data_rows"] == "300" and len(p["data_sha256"]) == 64
+    assert len(p["bundle_sha256"]) == 64 and mv.tags["bundle_sha256"] == p["bundle_sha256"]
+    assert t["git_commit"] and p["pkg.mlflow"] == mlflow.__version__
+    assert t["gate.passed"] in ("true", "false") and "gate.reason" in t
+    names = {a.path for a in client.list_artifacts(mv.run_id)}
+    assert {"metrics.json", "gate.json", "config.json", "plots", "bundle", "evaluation"} <= names
+    plots = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    assert {
+        "plots/calibration_mucosal_necrosis.png",
+        "plots/decision_curve_fatal_haemorrhage.png",
+        "plots/prediction_instability.png",
+        "plots/subgroups.png",
+    } <= plots
+    metrics_json = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path="metrics.json", tracking_uri=uri
+            )
+        ).read_text()
+    )
+    assert metrics_json["n_bootstrap"] == load_config("quick").evaluation.n_bootstrap
+    assert "patient_id" not in json.dumps(metrics_json)
+
+    # the pyfunc loads in a fresh process and reproduces the bundle's predictions
+    patients = simulate_cohort(25, seed=99)[list(INPUT_COLUMNS)]
+    patients_csv = tmp_path / "patients.csv"
+    patients.to_csv(patients_csv, index=False)
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model('models:/{MODEL}/{version}')\n"
+        "df = pd.read_csv(sys.argv[1])\n"
+        "m.predict(df).to_csv(sys.argv[2], index=False)\n"
+    )
+    out_csv = tmp_path / "pred.csv"
+    env = _env(uri)
+    env.pop("PYTHONPATH")  # the model carries its own code
+    fresh = subprocess.run(
+        [sys.executable, "-c", script, str(patients_csv), str(out_csv)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    served = pd.read_csv(out_csv)
+    bundle, info = load_champion(uri, MODEL, "challenger")
+    assert info["version"] == version and info["sha256"] == p["bundle_sha256"]
+    expected = bundle.predict_horizons(pd.read_csv(patients_csv))
+    assert list(served.columns) == list(expected.columns)
+    np.testing.assert_allclose(
+        served.drop(columns="patient_id").to_numpy(),
+        expected.drop(columns="patient_id").to_numpy(),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+# ------------------------------------------------------------------------------ gate
+def test_gate_both_ways_and_rollback(store, tmp_path):
+    uri = store["uri"]
+    client = _client(uri)
+    passed = train(
+        synthetic_n=TINY_N,
+        config=tiny(**LENIENT),
+        tracking_uri=uri,
+        progress=False,
+        echo=lambda s: None,
+    )
+    assert passed.gate.passed and not passed.gate.first_model
+    assert int(get_alias(client, MODEL, "champion").version) == passed.version
+
+    failed = train(
+        synthetic_n=TINY_N,
+        config=tiny(**STRICT),
+        tracking_uri=uri,
+        progress=False,
+        echo=lambda s: None,
+    )
+    assert not failed.gate.passed
+    assert int(get_alias(client, MODEL, "champion").version) == passed.version
+    assert int(get_alias(client, MODEL, "challenger").version) == failed.version
+    tags = client.get_run(failed.run_id).data.tags
+    assert tags["gate.passed"] == "false" and "0.990" in tags["gate.reason"]
+    assert client.get_model_version(MODEL, str(failed.version)).tags["gate"] == "fail"
+
+    # rollback by hand: every old version is still there
+    proc = _cli(["promote", "--version", "1"], uri, tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(get_alias(client, MODEL, "champion").version) == 1
+    assert client.get_registered_model(MODEL).tags["previous_champion"] == str(passed.version)
+    assert _cli(["promote", "--version", "999"], uri, tmp_path, timeout=120).returncode != 0
+
+
+# ---------------------------------------------------------------------------- faults
+def test_unreachable_tracking_store_fails_fast(tmp_path):
+    start = time.monotonic()
+    proc = _cli(
+        ["train", "--synthetic", "100", "--tracking-uri", "http://127.0.0.1:9"],
+        "http://127.0.0.1:9",
+        tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 3
+    assert "unreachable" in proc.stderr and "127.0.0.1:9" in proc.stderr
+    assert "data:" not in proc.stdout  # refused before the data were even read
+    with pytest.raises(TrackingUnavailableError):
+        train(synthetic_n=100, config=tiny(), tracking_uri="sqlite:////nonexistent/dir/x.db")
+    assert time.monotonic() - start < 90
+
+
+def test_interrupted_run_is_failed_and_nothing_is_registered(store, monkeypatch):
+    uri = store["uri"]
+    versions = _versions(uri)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.train.evaluate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            synthetic_n=TINY_N,
+            config=tiny(**LENIENT),
+            tracking_uri=uri,
+            progress=False,
+            echo=lambda s: None,
+        )
+    latest = max(_runs(uri), key=lambda r: r.info.start_time)
+    assert latest.info.status == "FAILED"
+    assert "KeyboardInterrupt" in latest.data.tags["reirrad.error"]
+    assert _versions(uri) == versions
+
+
+def test_bad_data_file_is_refused_and_nothing_is_logged(store, tmp_path):
+    uri = store["uri"]
+    runs, versions = len(_runs(uri)), _versions(uri)
+    df = simulate_cohort(120, seed=5)
+    df.loc[3, "age_years"] = 150
+    df.loc[7, "necrosis_event"] = True
+    df.loc[7, "necrosis_months"] = float(df.loc[7, "followup_months"]) + 5
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    proc = _cli(["train", "--data", str(path), "--config", "quick"], uri, tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert "row 4" in proc.stderr and "age_years" in proc.stderr
+    assert "row 8" in proc.stderr and "necrosis_months" in proc.stderr
+    with pytest.raises(CohortValidationError):
+        train(data_path=path, config=tiny(), tracking_uri=uri, progress=False)
+    assert len(_runs(uri)) == runs and _versions(uri) == versions
+
+
+# ------------------------------------------------------------------------------- Ray
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray head node (`ray start --head --block`), stopped by its process group."""
+    port = _free_port()
+    temp_dir = tmp_path_factory.mktemp("ray")
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        import ray
+
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(
+                    f"the local Ray cluster did not start (host overloaded?): "
+                    f"{proc.stdout.read()[-800:]}"
+                )
+            try:
+                ray.init(address=address, log_to_driver=False)
+                ray.shutdown()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
+        yield address
+    finally:
+        import signal
+
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+def test_ray_and_local_engines_give_the_same_numbers(ray_cluster, tmp_path):
+    cfg = tiny(**LENIENT).model_copy(update={"n_workers": 2})
+    runs = {}
+    for engine, address in (("local", None), ("ray", ray_cluster)):
+        uri = f"sqlite:///{tmp_path}/{engine}.db"
+        runs[engine] = train(
+            synthetic_n=TINY_N,
+            config=cfg,
+            tracking_uri=uri,
+            progress=False,
+            ray_address=address,
+            echo=lambda s: None,
+        )
+        assert runs[engine].engine == engine
+    local = _client(f"sqlite:///{tmp_path}/local.db").get_run(runs["local"].run_id).data.metrics
+    remote = _client(f"sqlite:///{tmp_path}/ray.db").get_run(runs["ray"].run_id).data.metrics
+    assert local.keys() == remote.keys()
+    for k in local:
+        assert local[k] == pytest.approx(remote[k], rel=1e-12, abs=1e-12, nan_ok=True), k
+    assert runs["local"].data_sha256 == runs["ray"].data_sha256
