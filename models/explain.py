@@ -105,7 +105,7 @@ def pack_forest(model, cause: int | None = None) -> PackedForest:
     cover = np.concatenate([t["node_sample_weight"].astype(np.float64) for t in trees])
     values = np.ascontiguousarray(np.concatenate([t["values"] for t in trees]), dtype=np.float64)
     roots = offsets.astype(np.int64)
-    depth = _max_depth(left, right, roots)
+    depth = int(_max_depth(left, right, roots))
     base = _leaf_expectation(left, right, cover, values, roots)
     return PackedForest(
         left,
@@ -121,19 +121,25 @@ def pack_forest(model, cause: int | None = None) -> PackedForest:
     )
 
 
+@numba.njit(cache=True)
 def _max_depth(left, right, roots) -> int:
+    """Deepest leaf over all trees (a Python loop over ~10^5 nodes took a second)."""
     depth = np.zeros(left.shape[0], dtype=np.int64)
+    stack = np.empty(left.shape[0], dtype=np.int64)
     best = 0
     for r in roots:
-        stack = [int(r)]
-        while stack:
-            node = stack.pop()
+        stack[0] = r
+        top = 1
+        while top > 0:
+            top -= 1
+            node = stack[top]
             if left[node] >= 0:
                 for c in (left[node], right[node]):
                     depth[c] = depth[node] + 1
-                    stack.append(int(c))
-            else:
-                best = max(best, int(depth[node]))
+                    stack[top] = c
+                    top += 1
+            elif depth[node] > best:
+                best = depth[node]
     return best
 
 
@@ -144,10 +150,8 @@ def _leaf_expectation(left, right, cover, values, roots) -> np.ndarray:
     the internal node values) so the additivity check tests the whole chain.
     """
     is_leaf = left < 0
-    root_of = np.empty(left.shape[0], dtype=np.int64)
-    bounds = list(roots) + [left.shape[0]]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        root_of[a:b] = a
+    sizes = np.diff(np.append(roots, left.shape[0]))
+    root_of = np.repeat(roots, sizes)
     w = np.where(is_leaf, cover / cover[root_of], 0.0)
     return w @ values
 
