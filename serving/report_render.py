@@ -183,8 +183,8 @@ def render_pdf(report: PatientReport, images: dict | None = None) -> bytes:
             LEFT_W,
             SMALL_LINE,
             _t(
-                f"What moves this patient's {report.main_horizon}-month risk most (training "
-                f"average {100 * s.base_value:.1f} in 100):"
+                f"What moves this patient's {report.main_horizon}-month risk most, compared "
+                f"with the average training patient ({100 * s.base_value:.1f} in 100):"
             ),
             new_x="LMARGIN",
             new_y="NEXT",

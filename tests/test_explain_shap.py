@@ -204,3 +204,14 @@ def test_importance_table(bundle, patients):
     assert table["24 months"].is_monotonic_decreasing
     assert (table.to_numpy() >= 0).all()
     assert "re-irradiation EQD2 (Gy)" in table.index
+
+
+def test_path_dependent_matches_shap_tree_explainer_one_output(small_forest):
+    """shap's own C++ TreeSHAP on the forest's custom trees, one output at a time."""
+    forest, X = small_forest
+    j = 11  # 12 months
+    model = {"trees": forest.tree_structures(None, [j]), "base_offset": 0.0}
+    ref = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    theirs = np.asarray(ref.shap_values(X.iloc[:20].to_numpy()))
+    ours = ForestExplainer(forest).explain(X.iloc[:20]).values[:, :, j]
+    np.testing.assert_allclose(ours, theirs.reshape(ours.shape), rtol=0, atol=AGREE_TOL)
