@@ -14,6 +14,7 @@ from serving.cli import DEFAULT_HOST, DEFAULT_PORT
 from serving.cli import register as register_serving
 from serving.report_cli import register as register_patient_report
 from training.cli import register as register_training
+from training.report_cli import register as register_model_reports
 
 app = typer.Typer(
     help="reirrad: risk of severe late toxicity after re-irradiation of recurrent "
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(cohort_app, name="cohort")
 register_training(app)
+register_model_reports(app)
 register_serving(app)
 register_patient_report(app)
 
