@@ -9,8 +9,10 @@ t_b(x) tree b's prediction,
     V_IJ(x)   = sum_i Cov_b(N_bi, t_b(x))^2
     V_IJ-U(x) = V_IJ(x) - (n / B^2) sum_b (t_b(x) - mean_b t(x))^2   (Monte-Carlo bias removed)
 
-The corrected estimate can dip below zero for points the forest barely varies on; it is
-clipped at zero. The interval is a normal interval on the logit scale by default (delta
+The corrected estimate can dip to or below zero where the Monte-Carlo noise of a finite
+forest swamps the signal (few trees for the sample size); there the uncorrected V_IJ, an
+upward-biased and so conservative estimate, is used instead of reporting a zero-width
+interval. The interval is a normal interval on the logit scale by default (delta
 method), which keeps it inside (0, 1) and asymmetric near 0, where most toxicity risks lie;
 ``scale="linear"`` gives the plain interval clipped to [0, 1].
 
@@ -54,7 +56,7 @@ def ij_variance(per_tree: np.ndarray, inbag_counts: np.ndarray) -> np.ndarray:
     """Bias-corrected infinitesimal-jackknife variance of the mean over trees.
 
     ``per_tree``: (B, n, T) tree predictions; ``inbag_counts``: (B, n_train) bootstrap counts.
-    Returns (n, T) variances, clipped at 0.
+    Returns (n, T) variances: V_IJ-U where positive, else the uncorrected V_IJ.
     """
     per_tree = np.asarray(per_tree, dtype=float)
     counts = np.asarray(inbag_counts, dtype=float)
@@ -70,8 +72,12 @@ def ij_variance(per_tree: np.ndarray, inbag_counts: np.ndarray) -> np.ndarray:
         cov = centred_counts.T @ centred / n_trees  # (n_train, chunk * T)
         v_ij = np.einsum("ij,ij->j", cov, cov)
         correction = n_train * np.einsum("bj,bj->j", centred, centred) / n_trees**2
-        out[a : a + CHUNK_PATIENTS] = (v_ij - correction).reshape(-1, n_t)
-    return np.maximum(out, 0.0)
+        corrected = v_ij - correction
+        # where Monte-Carlo noise swamps the signal the corrected estimate is <= 0; an
+        # interval of zero width would claim certainty, so the uncorrected V_IJ (biased
+        # upwards: conservative) stands in there
+        out[a : a + CHUNK_PATIENTS] = np.where(corrected > 0, corrected, v_ij).reshape(-1, n_t)
+    return out
 
 
 def interval(

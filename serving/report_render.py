@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from serving.report import PatientReport
 from serving.report_plots import curve_png, icons_png
 
+PUBLISHED_MODE = 0o644
 Format = Literal["html", "pdf"]
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 TEMPLATE = "patient_report.html.j2"
@@ -281,6 +282,7 @@ def write_report(report: PatientReport, path: str | os.PathLike[str], fmt: Forma
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, PUBLISHED_MODE)  # mkstemp makes it owner-only
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,10 +20,10 @@ def _brute_ij(per_tree: np.ndarray, counts: np.ndarray) -> np.ndarray:
                 np.mean((counts[:, i] - counts[:, i].mean()) * (tb - tb.mean()))
                 for i in range(n_train)
             ]
-            out[p, t] = (
-                np.sum(np.square(cov)) - n_train * np.sum((tb - tb.mean()) ** 2) / n_trees**2
-            )
-    return np.maximum(out, 0.0)
+            raw = np.sum(np.square(cov))
+            corrected = raw - n_train * np.sum((tb - tb.mean()) ** 2) / n_trees**2
+            out[p, t] = corrected if corrected > 0 else raw
+    return out
 
 
 def test_ij_matches_definition():
@@ -77,3 +77,11 @@ def test_wider_level_gives_wider_interval():
     _, lo90, hi90 = interval(est, var, level=0.9)
     _, lo99, hi99 = interval(est, var, level=0.99)
     assert np.all(lo99 < lo90) and np.all(hi99 > hi90)
+
+
+def test_no_zero_width_interval_where_trees_disagree():
+    """With few trees the correction can swallow the estimate; the fallback keeps it positive."""
+    rng = np.random.default_rng(3)
+    counts = rng.multinomial(400, np.full(400, 1 / 400), size=20)
+    per_tree = rng.uniform(0.05, 0.3, size=(20, 2, 3))
+    assert np.all(ij_variance(per_tree, counts) > 0)

@@ -37,6 +37,8 @@ DEFAULT_EVAL_SEED = 777
 """The default evaluation cohort: fresh synthetic patients, a seed no training preset uses."""
 METRICS_ARTIFACT = "metrics.json"
 
+PUBLISHED_MODE = 0o644
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -47,6 +49,7 @@ def _write_text_atomic(text: str, path: Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, PUBLISHED_MODE)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
