@@ -227,14 +227,35 @@ class Hazards:
     params: DGPParams
 
     def cum_necrosis(self, t: np.ndarray) -> np.ndarray:
-        p = self.params
-        scaled = np.asarray(t, dtype=float) / p.necrosis_weibull_scale_months
-        return self.necrosis_mult[:, None] * scaled**p.necrosis_weibull_shape
+        """Cumulative necrosis hazard, shape (n_patients, len(t))."""
+        return self.necrosis_mult[:, None] * necrosis_baseline(np.asarray(t, float), self.params)
 
     def cum_progression(self, t: np.ndarray) -> np.ndarray:
         p = self.params
         scaled = np.asarray(t, dtype=float) / p.progression_weibull_scale_months
         return self.progression_mult[:, None] * scaled**p.progression_weibull_shape
+
+
+def necrosis_baseline(t: np.ndarray, p: DGPParams) -> np.ndarray:
+    """Baseline cumulative necrosis hazard: a Weibull that starts after a lag with a finite hazard.
+
+    H0(t) = ((u + s) / scale)^shape - (s / scale)^shape with u = (t - lag)+ and s the onset
+    offset: zero before the lag, then a falling hazard that is finite at onset (a pure
+    Weibull with shape < 1 would pile cases up in the first days after the lag).
+    """
+    after = np.maximum(np.asarray(t, dtype=float) - p.necrosis_lag_months, 0.0)
+    s = p.necrosis_onset_offset_months
+    scale, shape = p.necrosis_weibull_scale_months, p.necrosis_weibull_shape
+    return ((after + s) / scale) ** shape - (s / scale) ** shape
+
+
+def _invert_necrosis(e: np.ndarray, mult: np.ndarray, p: DGPParams) -> np.ndarray:
+    """Time at which exp(lp_N) H0(t) reaches the exponential draw ``e`` (inverse of above)."""
+    s = p.necrosis_onset_offset_months
+    scale, shape = p.necrosis_weibull_scale_months, p.necrosis_weibull_shape
+    with np.errstate(divide="ignore"):
+        inner = e / mult + (s / scale) ** shape
+    return p.necrosis_lag_months - s + scale * inner ** (1.0 / shape)
 
 
 def dgp_eqd2(total_gy, fraction_gy, fractions_per_day, params: DGPParams) -> np.ndarray:
@@ -364,9 +385,7 @@ def _simulate_outcomes(cov: pd.DataFrame, p: DGPParams, rng: np.random.Generator
     u = rng.random((n, _N_UNIFORM_OUT))
     hz = hazards(cov, p)
 
-    t_nec = _invert_weibull(
-        e[:, 0], hz.necrosis_mult, p.necrosis_weibull_scale_months, p.necrosis_weibull_shape
-    )
+    t_nec = _invert_necrosis(e[:, 0], hz.necrosis_mult, p)
     t_prog = _invert_weibull(
         e[:, 1],
         hz.progression_mult,
@@ -480,7 +499,8 @@ def true_cif(
     hz = hazards(df.reset_index(drop=True), p)
     t_max = float(t_req.max(initial=0.0))
     n_steps = max(1, int(np.ceil(t_max / step_months)))
-    grid = np.unique(np.concatenate([np.linspace(0.0, t_max, n_steps + 1), t_req]))
+    lag = [p.necrosis_lag_months] if p.necrosis_lag_months < t_max else []
+    grid = np.unique(np.concatenate([np.linspace(0.0, t_max, n_steps + 1), t_req, lag]))
     quantity = _CIF_QUANTITY[(endpoint, event)]
     return np.clip(_integrate(hz, grid, t_req, quantity), 0.0, 1.0)
 
@@ -512,7 +532,7 @@ def _integrate(hz: Hazards, grid: np.ndarray, t_req: np.ndarray, quantity: str) 
     p0, p1a, p1b = np.ones(n), np.zeros(n), np.zeros(n)
     cif_n, cif_d0, cif_h = np.zeros(n), np.zeros(n), np.zeros(n)
     q = hz.ica_share
-    base_n = (grid / p.necrosis_weibull_scale_months) ** p.necrosis_weibull_shape
+    base_n = necrosis_baseline(grid, p)
     base_p = (grid / p.progression_weibull_scale_months) ** p.progression_weibull_shape
     cols_at: dict[int, list[int]] = {}
     for col, g in enumerate(np.searchsorted(grid, t_req)):

@@ -105,9 +105,15 @@ class DGPParams:
     # ---------------------------------------------------------------- necrosis hazard
     # Weibull cause-specific hazard from the no-necrosis state, proportional in covariates:
     # H_N(t) = exp(lp_N) (t / scale)^shape. Scale, shape and dose slope fitted (section 4).
-    necrosis_weibull_shape: float = 0.4786  # FITTED: median latency 6.0 months, share 31.6 %
-    necrosis_weibull_scale_months: float = 842.2  # FITTED: share with necrosis 31.6 %
-    necrosis_log_hr_per_eqd2_gy: float = 0.1228  # FITTED: virtual trial 1 (Tian 2014)
+    necrosis_lag_months: float = 0.5
+    # seed: earliest necrosis at 0.5 months; ASSUMED none earlier (the baseline Weibull starts
+    # here)
+    necrosis_onset_offset_months: float = 0.25
+    # ASSUMED: H_N(t) = exp(lp_N) [((u + s) / scale)^shape - (s / scale)^shape], u = (t - lag)+;
+    # the offset s keeps the hazard finite at onset (no pile-up of cases just after the lag)
+    necrosis_weibull_shape: float = 0.3825  # FITTED: median latency 6.0 months, share 31.6 %
+    necrosis_weibull_scale_months: float = 1095.0  # FITTED: share with necrosis 31.6 %
+    necrosis_log_hr_per_eqd2_gy: float = 0.1271  # FITTED: virtual trial 1 (Tian 2014)
     necrosis_log_hr_gtv_per_cm3: float = math.log(1.014)  # Xiao 2015 (toxicity death), capped
     necrosis_log_hr_short_ttr: float = math.log(1.6)  # Tian (direction); size ASSUMED
     necrosis_log_hr_male: float = math.log(1.3)  # Yu 2016 score (direction); size ASSUMED
@@ -127,7 +133,7 @@ class DGPParams:
     haemorrhage_rate_per_month: float = math.log(2) / 3.0
     # ASSUMED: median 3 months from an ICA-exposing necrosis to the bleed (literature §2: no
     # published distribution; "a few months")
-    ica_exposure_logit: float = 1.077  # FITTED: share dying of haemorrhage 23.9 %
+    ica_exposure_logit: float = 1.073  # FITTED: share dying of haemorrhage 23.9 %
     ica_exposure_log_or_rt34: float = 0.786  # FITTED: 75 % of haemorrhages in rT3-4 (seed)
 
     # ---------------------------------------------------------------- death from progression
@@ -212,6 +218,8 @@ def _check(p: DGPParams) -> None:
         "loss_rate_per_month": p.loss_rate_per_month,
         "other_death_hr_after_necrosis": p.other_death_hr_after_necrosis,
         "bid_incomplete_repair_h": p.bid_incomplete_repair_h,
+        "necrosis_lag_months": p.necrosis_lag_months,
+        "necrosis_onset_offset_months": p.necrosis_onset_offset_months,
     }
     bad = [k for k, v in nonneg.items() if not v >= 0]
     if bad:
