@@ -149,6 +149,15 @@ def test_a_higher_dose_raises_the_true_risk(sample):
         assert np.all(true_cif(hi, endpoint, [24.0]) > true_cif(lo, endpoint, [24.0]))
 
 
+def test_the_integration_step_is_fine_enough(sample):
+    rows = sample.iloc[:50]
+    times = [1.0, 6.0, 24.0, 60.0]
+    for endpoint in ENDPOINTS:
+        coarse = true_cif(rows, endpoint, times)
+        fine = true_cif(rows, endpoint, times, step_months=0.005)
+        np.testing.assert_allclose(coarse, fine, atol=1e-3)
+
+
 def test_bad_arguments_are_refused(sample):
     with pytest.raises(ValueError, match="endpoint"):
         true_cif(sample, "tumour_control", [12.0])
