@@ -108,6 +108,9 @@ def _timed(fn, repeats: int) -> dict[str, float]:
 def bench_explain(bundle: ModelBundle, X, out: dict) -> None:
     patient = X.iloc[[7]]
     t0 = time.perf_counter()
+    BundleExplainer(bundle)
+    out["pack_ms_first_in_process"] = 1e3 * (time.perf_counter() - t0)  # + numba cache load
+    t0 = time.perf_counter()
     path_dep = BundleExplainer(bundle)
     out["pack_ms"] = 1e3 * (time.perf_counter() - t0)
     out["path_dependent"] = _timed(lambda: path_dep.explain(patient), REPEATS)
@@ -238,9 +241,12 @@ def bench_coverage(replicates: int, out: dict) -> None:
                 "coverage": float(np.mean(logit)),
                 "level": LEVEL,
                 "scale": "logit",
-                "what": f"share of (test patient, endpoint, horizon in {list(HORIZONS_MONTHS)}) whose "
-                f"true CIF lay inside the IJ interval; {replicates} training cohort(s) of {N_TRAIN}, "
-                f"{N_TREES} trees, {N_TEST} test patients (benchmarks/bench_explain.py)",
+                "what": (
+                    "share of (test patient, endpoint, horizon) whose true CIF lay inside "
+                    f"the IJ interval; horizons {list(HORIZONS_MONTHS)}; {replicates} "
+                    f"training cohort(s) of {N_TRAIN}, {N_TREES} trees, {N_TEST} test "
+                    "patients (benchmarks/bench_explain.py)"
+                ),
             },
             indent=1,
         )

@@ -541,6 +541,11 @@ class ForestExplainer:
 
     def explain(self, X, check: bool = True) -> Explanation:
         """Attributions for every row of X (DataFrame with the model's features)."""
+        if isinstance(X, pd.DataFrame):
+            missing = [c for c in self.feature_names if c not in X.columns]
+            if missing:
+                raise ValueError(f"X lacks the model's feature column(s) {missing}")
+            X = X[list(self.feature_names)]
         X64 = _as_model_input(X)
         p = self.packed
         if self.method == "path_dependent":

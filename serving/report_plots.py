@@ -28,11 +28,13 @@ HEAD_SIZE = 14.0
 BODY_SIZE = 26.0
 BAND_ALPHA = 0.18
 PERCENT = 100.0
+CURVE_MARGINS = {"left": 0.14, "right": 0.98, "bottom": 0.2, "top": 0.97}
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    # fixed margins instead of bbox_inches="tight", which draws the figure twice
+    fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
     return buf.getvalue()
 
@@ -40,6 +42,7 @@ def _png(fig) -> bytes:
 def curve_png(section) -> bytes:
     """Cumulative incidence (%) over 60 months: this patient with its interval, and the cohort."""
     fig, ax = plt.subplots(figsize=CURVE_SIZE_IN)
+    fig.subplots_adjust(**CURVE_MARGINS)
     t = section.times
     ax.fill_between(
         t,
@@ -88,7 +91,8 @@ def icons_png(risk: float, upper: float) -> bytes:
     row, col = np.divmod(k, ICON_GRID)
     x, y = col + 0.5, ICON_GRID - 1 - row
     colours = np.where(k < n_risk, PATIENT_COLOUR, np.where(k < n_upper, UPPER_COLOUR, EMPTY_ICON))
-    fig, ax = plt.subplots(figsize=ICONS_SIZE_IN)
+    fig = plt.figure(figsize=ICONS_SIZE_IN)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.scatter(x, y + 0.72, s=HEAD_SIZE, c=colours, marker="o", linewidths=0)
     ax.scatter(x, y + 0.3, s=BODY_SIZE, c=colours, marker="s", linewidths=0)
     ax.set_xlim(0, ICON_GRID)
