@@ -55,11 +55,12 @@ class RiskInterval:
     scale: str
 
 
-def ij_variance(per_tree: np.ndarray, inbag_counts: np.ndarray) -> np.ndarray:
-    """Bias-corrected infinitesimal-jackknife variance of the mean over trees.
+def ij_variance_parts(
+    per_tree: np.ndarray, inbag_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(V_IJ, Monte-Carlo bias term), each (n, T); V_IJ-U is their difference.
 
     ``per_tree``: (B, n, T) tree predictions; ``inbag_counts``: (B, n_train) bootstrap counts.
-    Returns (n, T) variances: V_IJ-U where positive, else the uncorrected V_IJ.
     """
     per_tree = np.asarray(per_tree, dtype=float)
     counts = np.asarray(inbag_counts, dtype=float)
@@ -68,19 +69,29 @@ def ij_variance(per_tree: np.ndarray, inbag_counts: np.ndarray) -> np.ndarray:
         raise ValueError("per_tree and inbag_counts disagree on the number of trees")
     n_train = counts.shape[1]
     centred_counts = counts - counts.mean(axis=0, keepdims=True)
-    out = np.empty((n, n_t))
+    v_ij = np.empty((n, n_t))
+    bias = np.empty((n, n_t))
     for a in range(0, n, CHUNK_PATIENTS):
         block = per_tree[:, a : a + CHUNK_PATIENTS, :]
         centred = (block - block.mean(axis=0, keepdims=True)).reshape(n_trees, -1)
         cov = centred_counts.T @ centred / n_trees  # (n_train, chunk * T)
-        v_ij = np.einsum("ij,ij->j", cov, cov)
-        correction = n_train * np.einsum("bj,bj->j", centred, centred) / n_trees**2
-        corrected = v_ij - correction
-        # where Monte-Carlo noise swamps the signal the corrected estimate is <= 0; an
-        # interval of zero width would claim certainty, so the uncorrected V_IJ (biased
-        # upwards: conservative) stands in there
-        out[a : a + CHUNK_PATIENTS] = np.where(corrected > 0, corrected, v_ij).reshape(-1, n_t)
-    return out
+        v_ij[a : a + CHUNK_PATIENTS] = np.einsum("ij,ij->j", cov, cov).reshape(-1, n_t)
+        bias[a : a + CHUNK_PATIENTS] = (
+            n_train * np.einsum("bj,bj->j", centred, centred) / n_trees**2
+        ).reshape(-1, n_t)
+    return v_ij, bias
+
+
+def ij_variance(per_tree: np.ndarray, inbag_counts: np.ndarray) -> np.ndarray:
+    """Bias-corrected infinitesimal-jackknife variance of the mean over trees, (n, T).
+
+    V_IJ-U where positive. Where the Monte-Carlo noise of a finite forest swamps the signal
+    the corrected estimate is <= 0; an interval of zero width would claim certainty, so the
+    uncorrected V_IJ (biased upwards: conservative) stands in there.
+    """
+    v_ij, bias = ij_variance_parts(per_tree, inbag_counts)
+    corrected = v_ij - bias
+    return np.where(corrected > 0, corrected, v_ij)
 
 
 def interval(

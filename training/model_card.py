@@ -45,7 +45,7 @@ def _metric_table(metrics: dict[str, Any]) -> list[str]:
 def _coverage_line() -> str:
     try:
         data = json.loads(BENCH_RESULTS.read_text())
-        cov = 100 * float(data["coverage_logit_overall"])
+        cov = 100 * float(data["coverage_default"])
         return (
             f"On the synthetic cohort, 95 % intervals covered the true risk in {cov:.0f} % of "
             "patient-horizon pairs (benchmarks/RESULTS.md): below nominal, because the interval "
