@@ -6,7 +6,7 @@ import numpy as np
 
 from features.config import HORIZONS_MONTHS
 from features.synthetic import simulate_cohort
-from models.uncertainty import bundle_intervals, ij_variance, interval
+from models.uncertainty import bundle_intervals, ij_variance, ij_variance_parts, interval
 from tests.bundle_factory import small_bundle
 
 
@@ -21,8 +21,7 @@ def _brute_ij(per_tree: np.ndarray, counts: np.ndarray) -> np.ndarray:
                 for i in range(n_train)
             ]
             raw = np.sum(np.square(cov))
-            corrected = raw - n_train * np.sum((tb - tb.mean()) ** 2) / n_trees**2
-            out[p, t] = corrected if corrected > 0 else raw
+            out[p, t] = raw - n_train * np.sum((tb - tb.mean()) ** 2) / n_trees**2
     return out
 
 
@@ -34,8 +33,11 @@ def test_ij_matches_definition():
     per_tree = np.einsum("bi,ipt->bpt", counts, signal) / n_train + rng.normal(
         scale=0.01, size=(n_trees, 3, 2)
     )
+    v_ij, bias = ij_variance_parts(per_tree, counts)
+    np.testing.assert_allclose(v_ij - bias, _brute_ij(per_tree, counts), rtol=1e-10, atol=1e-14)
+    floor = bias / counts.shape[1]
     np.testing.assert_allclose(
-        ij_variance(per_tree, counts), _brute_ij(per_tree, counts), rtol=1e-10, atol=1e-14
+        ij_variance(per_tree, counts, smooth=0), np.maximum(v_ij - bias, floor)
     )
 
 
@@ -46,7 +48,7 @@ def test_ij_of_a_linear_bagged_mean_recovers_its_variance():
     y = rng.normal(size=n_train)
     counts = rng.multinomial(n_train, np.full(n_train, 1 / n_train), size=n_trees)
     per_tree = (counts @ y / n_train)[:, None, None]
-    v = ij_variance(per_tree, counts)[0, 0]
+    v = ij_variance(per_tree, counts, smooth=0)[0, 0]
     target = y.var() / n_train
     assert abs(v - target) / target < 0.15
 
@@ -56,7 +58,7 @@ def test_ij_is_zero_for_noise_unrelated_to_the_data():
     counts = rng.multinomial(50, np.full(50, 1 / 50), size=2000)
     per_tree = rng.normal(size=(2000, 1, 1))
     raw_scale = per_tree.var()
-    assert ij_variance(per_tree, counts)[0, 0] < 0.1 * raw_scale
+    assert ij_variance(per_tree, counts, smooth=0)[0, 0] < 0.1 * raw_scale
 
 
 def test_intervals_contain_the_estimate_and_stay_in_unit_range():
@@ -80,8 +82,18 @@ def test_wider_level_gives_wider_interval():
 
 
 def test_no_zero_width_interval_where_trees_disagree():
-    """With few trees the correction can swallow the estimate; the fallback keeps it positive."""
+    """With few trees the correction can swallow the estimate; the Monte-Carlo floor remains."""
     rng = np.random.default_rng(3)
     counts = rng.multinomial(400, np.full(400, 1 / 400), size=20)
     per_tree = rng.uniform(0.05, 0.3, size=(20, 2, 3))
     assert np.all(ij_variance(per_tree, counts) > 0)
+
+
+def test_smoothing_averages_neighbouring_times():
+    rng = np.random.default_rng(4)
+    counts = rng.multinomial(100, np.full(100, 1 / 100), size=300)
+    per_tree = rng.uniform(0, 0.2, size=(300, 1, 20))
+    raw = ij_variance(per_tree, counts, smooth=0)
+    smooth = ij_variance(per_tree, counts, smooth=3)
+    assert smooth.shape == raw.shape
+    assert np.std(np.diff(smooth[0])) < np.std(np.diff(raw[0]))
