@@ -86,7 +86,8 @@ def stop_ray(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_once(n: int, config_path: Path, ray_address: str | None, workdir: Path) -> dict:
+def run_once(n: int, config_path: Path, ray_address: str | None, workdir: Path, log: Path) -> dict:
+    """Time one `reirrad train`; its output (progress bars included) goes to ``log``."""
     uri = f"sqlite:///{workdir}/mlflow.db"
     cmd = [
         sys.executable,
@@ -99,16 +100,17 @@ def run_once(n: int, config_path: Path, ray_address: str | None, workdir: Path) 
         str(config_path),
         "--tracking-uri",
         uri,
-        "--no-progress",
     ]
     if ray_address:
         cmd += ["--ray-address", ray_address]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    with log.open("a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    tail = (proc.stdout + proc.stderr)[-1500:]
-    return {"returncode": proc.returncode, "seconds": round(seconds, 1), "tail": tail}
+    return {"returncode": proc.returncode, "seconds": round(seconds, 1)}
 
 
 def main() -> None:
@@ -119,6 +121,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=None, help="override B of the config")
     ap.add_argument("--cpus", type=int, default=2, help="Ray cluster CPUs / local workers")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/train_timing.jsonl"))
+    ap.add_argument("--log", default=str(REPO / "benchmarks/logs/bench_train_runs.log"))
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -139,7 +142,7 @@ def main() -> None:
             try:
                 for n in args.n:
                     workdir = Path(tempfile.mkdtemp(prefix=f"n{n}_{engine}_", dir=tmp))
-                    res = run_once(n, config_path, address, workdir)
+                    res = run_once(n, config_path, address, workdir, Path(args.log))
                     rec = {
                         "when": datetime.now(UTC).isoformat(timespec="seconds"),
                         "n": n,
@@ -151,7 +154,7 @@ def main() -> None:
                         "load_avg_after": os.getloadavg()[0],
                         **res,
                     }
-                    print(json.dumps({k: v for k, v in rec.items() if k != "tail"}), flush=True)
+                    print(json.dumps(rec), flush=True)
                     with out.open("a") as fh:
                         fh.write(json.dumps(rec) + "\n")
             finally:

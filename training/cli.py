@@ -1,5 +1,8 @@
 """`reirrad train` and `reirrad promote`: the retraining job and the registry's manual lever.
 
+Heavy imports (MLflow, the models) happen inside the commands, so that composing this app
+into the root `reirrad` command costs nothing until a training command runs.
+
 The entry module composes these with :func:`register` (design.md: no package imports it).
 Exit codes: 0 done (whatever the gate decided), 2 data refused by the contract or bad
 arguments, 3 tracking store unreachable, 4 the run failed (marked FAILED in MLflow).
@@ -11,11 +14,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-
-from features.io import CohortFileError
-from features.schema import CohortValidationError
-from training.data import TooFewRowsError
-from training.tracking import TrackingUnavailableError
 
 EXIT_INVALID_DATA = 2
 EXIT_TRACKING = 3
@@ -61,6 +59,10 @@ def train_command(
     The new version gets the alias 'challenger'; it becomes 'champion' only if it passes
     the gate stated in the config. The gate's verdict and reasons are printed and logged.
     """
+    from features.io import CohortFileError
+    from features.schema import CohortValidationError
+    from training.data import TooFewRowsError
+    from training.tracking import TrackingUnavailableError
     from training.train import train
 
     if (data is None) == (synthetic is None):
@@ -114,6 +116,7 @@ def promote_command(
 ) -> None:
     """Point the 'champion' alias at VERSION (promotion by hand, or rollback)."""
     from training import registry, tracking
+    from training.tracking import TrackingUnavailableError
 
     try:
         _, client = tracking.connect(tracking_uri)
