@@ -10,11 +10,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from models.bundle import BundleIntegrityError
-from models.store import CHAMPION_ALIAS, MODEL_NAME, ModelNotFoundError
-from serving.loading import LoadedModel, load_bundle_file, load_registered
-from serving.report import PatientFileError, build_report, read_patient_file, validate_patient
-from serving.report_render import write_report
+from models.store import CHAMPION_ALIAS, MODEL_NAME
+
+# Heavy imports (matplotlib, fpdf2, the numba kernels) happen inside the command, so that
+# composing the root app stays fast.
 
 EXIT_INVALID = 2
 EXIT_NO_MODEL = 3
@@ -34,10 +33,10 @@ def _format(fmt: str | None, out: Path) -> str:
     return fmt
 
 
-def load_for_report(
-    bundle: Path | None, tracking_uri: str | None, model_name: str, alias: str
-) -> LoadedModel:
+def load_for_report(bundle: Path | None, tracking_uri: str | None, model_name: str, alias: str):
     """A bundle file when given, else the registered model behind ``model_name@alias``."""
+    from serving.loading import load_bundle_file, load_registered
+
     if bundle is not None:
         return load_bundle_file(bundle)
     return load_registered(tracking_uri, model_name, alias)
@@ -65,6 +64,16 @@ def report(
     factors that move the risk most (exact TreeSHAP), and the model's identity, validated
     performance and limits of use. Written atomically.
     """
+    from models.bundle import BundleIntegrityError
+    from models.store import ModelNotFoundError
+    from serving.report import (
+        PatientFileError,
+        build_report,
+        read_patient_file,
+        validate_patient,
+    )
+    from serving.report_render import write_report
+
     fmt = _format(fmt, out)
     try:
         record = read_patient_file(patient)

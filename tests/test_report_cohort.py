@@ -151,3 +151,10 @@ def test_cli_model_card_and_cohort_report(bundle, tmp_path):
         ],
     )
     assert res.exit_code == 3
+
+
+def test_cli_defaults_mirror_the_report_defaults():
+    from training import cohort_report, report_cli
+
+    assert report_cli.DEFAULT_BOOTSTRAP == cohort_report.DEFAULT_BOOTSTRAP
+    assert report_cli.DEFAULT_MAX_EXPLAIN == cohort_report.DEFAULT_MAX_EXPLAIN

@@ -16,22 +16,16 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from features.io import CohortFileError, load_table
-from features.schema import CohortValidationError, validated_frame
-from features.synthetic import simulate_cohort
-from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
-from models.store import CHAMPION_ALIAS, MODEL_NAME, ModelNotFoundError, load_champion
-from training.cohort_report import (
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_MAX_EXPLAIN,
-    build_cohort_report,
-    render_cohort_report,
-)
-from training.data import Cohort
-from training.model_card import build_model_card
+from models.store import CHAMPION_ALIAS, MODEL_NAME
+
+# Heavy imports (matplotlib, numba kernels, MLflow) happen inside the commands, so that
+# composing the root app stays fast.
 
 EXIT_INVALID = 2
 EXIT_NO_MODEL = 3
+DEFAULT_BOOTSTRAP = 200
+DEFAULT_MAX_EXPLAIN = 300
+"""Defaults of the cohort report (mirrors ``training.cohort_report``; a test checks they agree)."""
 DEFAULT_EVAL_N = 1000
 DEFAULT_EVAL_SEED = 777
 """The default evaluation cohort: fresh synthetic patients, a seed no training preset uses."""
@@ -79,8 +73,11 @@ def load_model_and_metrics(
     tracking_uri: str | None,
     model_name: str,
     alias: str,
-) -> tuple[ModelBundle, dict[str, Any], dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(bundle, info, run metrics) from a bundle file or the registry; exits 3 if none."""
+    from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
+    from models.store import ModelNotFoundError, load_champion
+
     try:
         if bundle is not None:
             b = ModelBundle.load(bundle)
@@ -123,6 +120,12 @@ def cohort_report(
     alias: str = _ALIAS,
 ) -> None:
     """Performance with intervals, calibration, decision curves, global explanations, data."""
+    from features.io import CohortFileError, load_table
+    from features.schema import CohortValidationError, validated_frame
+    from features.synthetic import simulate_cohort
+    from training.cohort_report import build_cohort_report, render_cohort_report
+    from training.data import Cohort
+
     try:
         if data is not None:
             records, name = load_table(data), f"{data.name}"
@@ -150,6 +153,8 @@ def model_card(
     alias: str = _ALIAS,
 ) -> None:
     """Write the model card (Markdown): details, intended use, data, performance, TRIPOD+AI."""
+    from training.model_card import build_model_card
+
     b, info, metrics = load_model_and_metrics(bundle, metrics_json, tracking_uri, model_name, alias)
     path = _write_text_atomic(build_model_card(b, info, metrics), out)
     console.print(f"model card -> {path}")
