@@ -31,6 +31,7 @@ from models.explain import BundleExplainer, Factor, describe_value, top_factors
 from models.uncertainty import DEFAULT_LEVEL, bundle_intervals
 
 N_FACTORS = 5
+MAX_WARNINGS_SHOWN = 4
 PER_HUNDRED = 100
 DERIVED_SHOWN = ("primary_eqd2_gy", "reirr_eqd2_gy", "cumulative_eqd2_gy")
 """Derived features shown with the inputs, so the clinician sees the doses the model used."""
@@ -313,6 +314,11 @@ def build_report(
             "assumed for its EQD2."
         )
     warnings = contract_warnings + bundle.applicability_warnings(X)[0]
+    if len(warnings) > MAX_WARNINGS_SHOWN:  # the page has room for a few; say how many more
+        hidden = len(warnings) - MAX_WARNINGS_SHOWN + 1
+        warnings = warnings[: MAX_WARNINGS_SHOWN - 1] + [
+            f"and {hidden} more inputs outside the training data's range"
+        ]
     return PatientReport(
         patient_id=str(record["patient_id"]),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

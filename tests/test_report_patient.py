@@ -169,3 +169,24 @@ def test_cli_writes_html_and_pdf_and_refuses_bad_input(bundle, tmp_path):
     )
     assert res.exit_code == EXIT_INVALID
     assert "age_years" in res.output and not (tmp_path / "bad.html").exists()
+
+
+def test_unusual_patient_still_fits_one_page(bundle, patient):
+    extreme = dict(
+        patient,
+        age_years=99,
+        ttr_months=590,
+        gtv_cm3=480,
+        primary_dose_gy=89,
+        primary_fraction_gy=4.0,
+        reirr_dose_gy=89,
+        reirr_fraction_gy=4.0,
+        reirr_fractions_per_day=2,
+        preexisting_necrosis=True,
+        prior_grade3_toxicity=True,
+    )
+    report = build_report(bundle, extreme)
+    assert report.warnings and len(report.warnings) <= 4
+    assert any("outside" in w for w in report.warnings)
+    pages, _ = _pdf_text(render_pdf(report))
+    assert pages == 1
