@@ -21,7 +21,12 @@ Why hand-written rather than ``shap.TreeExplainer`` on custom trees: shap's mult
 custom-tree path did not add up in our checks, and one output per call costs 120 calls per
 patient. Both value functions are linear in the leaf values, so we compute, per leaf, the
 output-independent Shapley weight of each feature (numba) and multiply it by the leaf's
-whole CIF curve. Additivity (base + sum = prediction) is checked on every call.
+whole CIF curve. For path-dependent values the weights come leaf by leaf from each leaf's
+root-path summary (precomputed once: its unique features, their zero fractions and the
+interval of x that follows the path), a polynomial form of Lundberg et al.'s EXTEND/UNWIND
+without the recursion over internal nodes (1.4x faster here; the tests check it against
+brute-force Shapley values and against shap's own C++ TreeSHAP). Additivity (base + sum =
+prediction) is checked on every call.
 """
 
 from __future__ import annotations
@@ -84,6 +89,13 @@ class PackedForest:
     max_depth: int
     base_value: np.ndarray  # (G,) cover-weighted expectation: the path-dependent base
     n_features: int
+    leaf_ptr: np.ndarray  # (L + 1,) each leaf's slice of the arrays below
+    leaf_node: np.ndarray  # (L,) global node id of each leaf
+    path_feature: np.ndarray  # unique features on each leaf's root path
+    path_zero: np.ndarray  # their zero fractions (product of cover ratios)
+    path_lo: np.ndarray  # x follows the path on that feature iff lo < x <= hi
+    path_hi: np.ndarray
+    max_path_features: int
 
 
 def pack_forest(model, cause: int | None = None) -> PackedForest:
@@ -110,6 +122,10 @@ def pack_forest(model, cause: int | None = None) -> PackedForest:
     roots = offsets.astype(np.int64)
     depth = int(_max_depth(left, right, roots))
     base = _leaf_expectation(left, right, cover, values, roots)
+    n_features = int(model.n_features_in_)
+    ptr, leaf_node, feat, zero, lo, hi = _leaf_paths(
+        left, right, feature, threshold, cover, roots, n_features, depth
+    )
     return PackedForest(
         left,
         right,
@@ -120,7 +136,14 @@ def pack_forest(model, cause: int | None = None) -> PackedForest:
         roots,
         depth,
         base,
-        int(model.n_features_in_),
+        n_features,
+        ptr,
+        leaf_node,
+        feat,
+        zero,
+        lo,
+        hi,
+        int(np.diff(ptr).max(initial=0)),
     )
 
 
@@ -161,177 +184,142 @@ def _leaf_expectation(left, right, cover, values, roots) -> np.ndarray:
 
 # ----------------------------------------------------------------- numba kernels
 @numba.njit(cache=True, error_model="numpy")
-def _extend(pf, pz, po, pw, off, depth, zero_frac, one_frac, feat, inv):
-    pf[off + depth] = feat
-    pz[off + depth] = zero_frac
-    po[off + depth] = one_frac
-    pw[off + depth] = 1.0 if depth == 0 else 0.0
-    scale = inv[depth + 1]
-    for i in range(depth - 1, -1, -1):
-        pw[off + i + 1] += one_frac * pw[off + i] * (i + 1) * scale
-        pw[off + i] = zero_frac * pw[off + i] * (depth - i) * scale
+def _leaf_paths(left, right, feature, threshold, cover, roots, n_features, max_depth):
+    """Per leaf, the unique features on its root path: (ptr, leaf_node, feat, zero, lo, hi).
 
-
-@numba.njit(cache=True, error_model="numpy")
-def _unwind(pf, pz, po, pw, off, depth, idx, inv):
-    one_frac = po[off + idx]
-    zero_frac = pz[off + idx]
-    next_one = pw[off + depth]
-    for i in range(depth - 1, -1, -1):
-        if one_frac != 0.0:
-            tmp = pw[off + i]
-            pw[off + i] = next_one * (depth + 1) * inv[i + 1] / one_frac
-            next_one = tmp - pw[off + i] * zero_frac * (depth - i) * inv[depth + 1]
-        else:
-            pw[off + i] = pw[off + i] * (depth + 1) * inv[depth - i] / zero_frac
-    for i in range(idx, depth):
-        pf[off + i] = pf[off + i + 1]
-        pz[off + i] = pz[off + i + 1]
-        po[off + i] = po[off + i + 1]
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _unwound_sum(pz, po, pw, off, depth, idx, inv):
-    """Divisions replaced by a reciprocal table: this is the innermost loop of the forest."""
-    one_frac = po[off + idx]
-    zero_frac = pz[off + idx]
-    next_one = pw[off + depth]
-    total = 0.0
-    if one_frac != 0.0:
-        r_one = 1.0 / one_frac
-        for i in range(depth - 1, -1, -1):
-            tmp = next_one * inv[i + 1] * r_one
-            total += tmp
-            next_one = pw[off + i] - tmp * zero_frac * (depth - i)
-    else:
-        for i in range(depth - 1, -1, -1):
-            total += pw[off + i] * inv[depth - i]
-        total /= zero_frac
-    return total * (depth + 1)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _path_dependent_chunk(
-    x, roots, lo, hi, size, left, right, feature, threshold, cover, values, inv
-):
-    """Path-dependent TreeSHAP of trees lo..hi for one patient: (F + 1, G), row F = dummy.
-
-    Lundberg et al. (2020) Algorithm 2, as in shap's C++ ``tree_shap_recursive``, with the
-    recursion turned into an explicit stack (numba's on-disk cache mishandles recursive
-    functions, and the report must not re-compile on every run). Each visited node copies
-    its parent's path into its own slot of the flat buffers pf (feature), pz (zero
-    fraction), po (one fraction), pw (permutation weight): the slot starts after the
-    parent's, so a sibling visited later still finds the parent's path intact.
+    zero = product of cover ratios along the path for that feature (the path-dependent
+    'zero fraction'); x follows the leaf's path on that feature iff lo < x <= hi.
     """
-    n_feat = x.shape[0]
-    n_out = values.shape[1]
-    phi = np.zeros((n_feat + 1, n_out))
-    pf = np.empty(size, dtype=np.int64)
-    pz = np.empty(size)
-    po = np.empty(size)
-    pw = np.empty(size)
-    cap = 2 * size
-    s_node = np.empty(cap, dtype=np.int64)
-    s_depth = np.empty(cap, dtype=np.int64)
-    s_poff = np.empty(cap, dtype=np.int64)
-    s_zero = np.empty(cap)
-    s_one = np.empty(cap)
-    s_feat = np.empty(cap, dtype=np.int64)
-    for t in range(lo, hi):
-        s_node[0] = roots[t]
-        s_depth[0] = 0
-        s_poff[0] = 0
-        s_zero[0] = 1.0
-        s_one[0] = 1.0
-        s_feat[0] = n_feat
+    n_nodes = left.shape[0]
+    n_leaves = 0
+    for i in range(n_nodes):
+        if left[i] < 0:
+            n_leaves += 1
+    cap = n_leaves * min(max_depth + 1, n_features)
+    ptr = np.zeros(n_leaves + 1, dtype=np.int64)
+    leaf_node = np.empty(n_leaves, dtype=np.int64)
+    feat = np.empty(cap, dtype=np.int64)
+    zero = np.empty(cap)
+    lo = np.empty(cap)
+    hi = np.empty(cap)
+    slots = 2 * (max_depth + 2)
+    z_s = np.ones((slots, n_features))
+    lo_s = np.full((slots, n_features), -np.inf)
+    hi_s = np.full((slots, n_features), np.inf)
+    used_s = np.zeros((slots, n_features), dtype=np.bool_)
+    node_s = np.empty(slots, dtype=np.int64)
+    z_c = np.ones(n_features)
+    lo_c = np.empty(n_features)
+    hi_c = np.empty(n_features)
+    used_c = np.zeros(n_features, dtype=np.bool_)
+    li = 0
+    pos = 0
+    for t in range(roots.shape[0]):
+        node_s[0] = roots[t]
+        z_s[0, :] = 1.0
+        lo_s[0, :] = -np.inf
+        hi_s[0, :] = np.inf
+        used_s[0, :] = False
         top = 1
         while top > 0:
             top -= 1
-            node = s_node[top]
-            depth = s_depth[top]
-            parent_off = s_poff[top]
-            off = parent_off + depth
-            for i in range(depth):
-                pf[off + i] = pf[parent_off + i]
-                pz[off + i] = pz[parent_off + i]
-                po[off + i] = po[parent_off + i]
-                pw[off + i] = pw[parent_off + i]
-            _extend(pf, pz, po, pw, off, depth, s_zero[top], s_one[top], s_feat[top], inv)
-
+            node = node_s[top]
+            z_c[:] = z_s[top]
+            lo_c[:] = lo_s[top]
+            hi_c[:] = hi_s[top]
+            used_c[:] = used_s[top]
             if left[node] < 0:
-                for i in range(1, depth + 1):
-                    w = _unwound_sum(pz, po, pw, off, depth, i, inv)
-                    scale = w * (po[off + i] - pz[off + i])
-                    f = pf[off + i]
-                    for j in range(n_out):
-                        phi[f, j] += scale * values[node, j]
+                leaf_node[li] = node
+                for f in range(n_features):
+                    if used_c[f]:
+                        feat[pos] = f
+                        zero[pos] = z_c[f]
+                        lo[pos] = lo_c[f]
+                        hi[pos] = hi_c[f]
+                        pos += 1
+                li += 1
+                ptr[li] = pos
                 continue
-
-            d = feature[node]
-            if x[d] <= threshold[node]:
-                hot, cold = left[node], right[node]
-            else:
-                hot, cold = right[node], left[node]
-            w_node = cover[node]
-            in_zero = 1.0
-            in_one = 1.0
-            k = 0
-            while k <= depth:
-                if pf[off + k] == d:
-                    break
-                k += 1
-            if k <= depth:
-                in_zero = pz[off + k]
-                in_one = po[off + k]
-                _unwind(pf, pz, po, pw, off, depth, k, inv)
-                depth -= 1
-            # push cold first so that hot is explored first, as in the recursion
-            s_node[top] = cold
-            s_depth[top] = depth + 1
-            s_poff[top] = off
-            s_zero[top] = cover[cold] / w_node * in_zero
-            s_one[top] = 0.0
-            s_feat[top] = d
-            s_node[top + 1] = hot
-            s_depth[top + 1] = depth + 1
-            s_poff[top + 1] = off
-            s_zero[top + 1] = cover[hot] / w_node * in_zero
-            s_one[top + 1] = in_one
-            s_feat[top + 1] = d
-            top += 2
-    return phi
+            f = feature[node]
+            for side in range(2):
+                child = left[node] if side == 0 else right[node]
+                z_s[top] = z_c
+                lo_s[top] = lo_c
+                hi_s[top] = hi_c
+                used_s[top] = used_c
+                used_s[top, f] = True
+                z_s[top, f] = z_c[f] * cover[child] / cover[node]
+                if side == 0:
+                    hi_s[top, f] = min(hi_c[f], threshold[node])
+                else:
+                    lo_s[top, f] = max(lo_c[f], threshold[node])
+                node_s[top] = child
+                top += 1
+    return ptr, leaf_node, feat[:pos].copy(), zero[:pos].copy(), lo[:pos].copy(), hi[:pos].copy()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _path_dependent_many(X, roots, max_depth, left, right, feature, threshold, cover, values):
-    """Path-dependent TreeSHAP (n, F, G) of the whole forest for every row of X.
+def _path_dependent_leafwise(X, ptr, leaf_node, feat, zero, lo, hi, values, max_k):
+    """Path-dependent TreeSHAP (n, F, G), leaf by leaf.
 
-    Serial and GIL-free: numba's parallel loops cost more than they saved at this size on a
-    shared two-core machine, so the two endpoints run in two threads instead.
+    A leaf adds v * prod_j (o_j if j in S else z_j) to v(S) over its k path features, so its
+    Shapley weight for feature i is (o_i - z_i) sum_m w_k(m) [t^m] prod_{j != i}(z_j + o_j t),
+    with w_k(m) = m! (k-1-m)! / k!: the polynomial of all k factors is built once and each
+    factor divided out (the unwind of Lundberg et al.'s Algorithm 2, without the recursion).
     """
     n, n_feat = X.shape
-    size = (max_depth + 2) * (max_depth + 3) // 2 + max_depth + 2
-    inv = np.empty(max_depth + 3)
-    inv[0] = 0.0
-    for k in range(1, inv.shape[0]):
-        inv[k] = 1.0 / k
-    out = np.empty((n, n_feat, values.shape[1]))
+    n_out = values.shape[1]
+    weights = np.zeros((max_k + 1, max_k + 1))
+    fact = np.ones(max_k + 2)
+    for i in range(1, max_k + 2):
+        fact[i] = fact[i - 1] * i
+    for k in range(1, max_k + 1):
+        for m in range(k):
+            weights[k, m] = fact[m] * fact[k - 1 - m] / fact[k]
+    out = np.zeros((n, n_feat, n_out))
+    poly = np.empty(max_k + 2)
+    quot = np.empty(max_k + 2)
+    o = np.empty(max_k + 1)
+    acc = np.zeros((n_feat, n_out))
     for r in range(n):
-        phi = _path_dependent_chunk(
-            X[r],
-            roots,
-            0,
-            roots.shape[0],
-            size,
-            left,
-            right,
-            feature,
-            threshold,
-            cover,
-            values,
-            inv,
-        )
-        out[r] = phi[:n_feat]
+        x = X[r]
+        acc[:, :] = 0.0
+        for leaf in range(leaf_node.shape[0]):
+            a, b = ptr[leaf], ptr[leaf + 1]
+            k = b - a
+            if k == 0:
+                continue
+            poly[0] = 1.0
+            for m in range(1, k + 1):
+                poly[m] = 0.0
+            for j in range(k):
+                xv = x[feat[a + j]]
+                oj = 1.0 if (xv > lo[a + j] and xv <= hi[a + j]) else 0.0
+                o[j] = oj
+                zj = zero[a + j]
+                for m in range(j + 1, 0, -1):
+                    poly[m] = zj * poly[m] + oj * poly[m - 1]
+                poly[0] = zj * poly[0]
+            node = leaf_node[leaf]
+            for i in range(k):
+                zi = zero[a + i]
+                if o[i] == 0.0:
+                    inv = 1.0 / zi
+                    for m in range(k):
+                        quot[m] = poly[m] * inv
+                else:
+                    quot[k - 1] = poly[k]
+                    for m in range(k - 1, 0, -1):
+                        quot[m - 1] = poly[m] - zi * quot[m]
+                s = 0.0
+                for m in range(k):
+                    s += weights[k, m] * quot[m]
+                coef = (o[i] - zi) * s
+                if coef != 0.0:
+                    f = feat[a + i]
+                    for g in range(n_out):
+                        acc[f, g] += coef * values[node, g]
+        out[r] = acc
     return out
 
 
@@ -549,16 +537,16 @@ class ForestExplainer:
         X64 = _as_model_input(X)
         p = self.packed
         if self.method == "path_dependent":
-            phi = _path_dependent_many(
+            phi = _path_dependent_leafwise(
                 X64,
-                p.roots,
-                p.max_depth,
-                p.left,
-                p.right,
-                p.feature,
-                p.threshold,
-                p.cover,
+                p.leaf_ptr,
+                p.leaf_node,
+                p.path_feature,
+                p.path_zero,
+                p.path_lo,
+                p.path_hi,
                 p.values,
+                p.max_path_features,
             )
         else:
             phi = _interventional_many(
