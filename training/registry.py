@@ -141,7 +141,7 @@ def decide(
             ici,
             rule.max_ici,
             math.isfinite(ici) and ici <= rule.max_ici,
-            f"{e}: optimism-corrected ICI({h}m) {ici:.3f} <= {rule.max_ici:.3f}",
+            f"{e}: optimism-corrected ICI({h}m) {ici:.4f} <= {rule.max_ici:.4f}",
         )
         if champion_holdout is None:
             continue

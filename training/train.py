@@ -165,6 +165,19 @@ def _comparison_table(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["endpoint", "metric", "horizon", "model"])
 
 
+def _comparison_text(ev: Evaluation, horizon: float) -> str:
+    """The forest beside its baselines at the gate horizon (optimism-corrected), for the console."""
+    lines = [f"optimism-corrected at {horizon:g} months (B={ev.n_bootstrap}):  AUC   Brier   ICI"]
+    for e in ENDPOINTS:
+        for model in ev.models:
+            vals = [
+                ev.corrected[METRIC_SEP.join((model, e, f"{m}_{horizon:g}m"))]
+                for m in ("auc", "brier", "ici")
+            ]
+            lines.append(f"  {e:18s} {model:15s} {vals[0]:6.3f} {vals[1]:6.3f} {vals[2]:6.3f}")
+    return "\n".join(lines)
+
+
 def _subgroup_table(ev: Evaluation) -> pd.DataFrame:
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for key, value in ev.subgroups_apparent.items():
@@ -362,6 +375,7 @@ def _log_and_register(
     metrics.update({f"instability/{e}/mean_abs_diff": v for e, v in ev.instability().items()})
     metrics["n_bootstrap"] = float(ev.n_bootstrap)
     _log_metrics(client, run_id, metrics)
+    echo(_comparison_text(ev, h))
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
