@@ -21,6 +21,9 @@ from training.metrics import (  # noqa: E402
 
 DPI = 110
 PANEL_SIZE_IN = 3.6
+DC_MIN_SPAN = 0.01
+DC_BELOW_ZERO = 0.3
+"""The decision curve's y axis runs from -0.3 x its top to 1.1 x its top."""
 INTERVAL = (2.5, 97.5)
 """Percentiles of the replicate risks drawn as the instability band."""
 
@@ -78,15 +81,15 @@ def decision_curve_plot(
     th = np.asarray(thresholds, dtype=float)
     t, e = y[endpoint]["time"], y[endpoint]["event"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    top = 0.0
     for name in ev.apparent_risks:
         nb = net_benefit_cr(t, e, ev.apparent_risks[name][endpoint][:, j], EVENT_OF_INTEREST, h, th)
         ax.plot(th, nb, lw=2 if name == FOREST else 1, label=name)
-    ax.plot(
-        th,
-        net_benefit_treat_all_cr(t, e, EVENT_OF_INTEREST, h, th),
-        color="grey",
-        label="treat all",
-    )
+        top = max(top, float(np.max(nb)))
+    treat_all = net_benefit_treat_all_cr(t, e, EVENT_OF_INTEREST, h, th)
+    ax.plot(th, treat_all, color="grey", label="treat all")
+    top = max(top, float(np.max(treat_all)), DC_MIN_SPAN)
+    ax.set_ylim(-DC_BELOW_ZERO * top, 1.1 * top)  # treat-all dives far below 0
     ax.axhline(0.0, color="black", lw=1, label="treat none")
     ax.set_xlabel(f"threshold risk at {h:g} months")
     ax.set_ylabel("net benefit")
@@ -108,12 +111,10 @@ def instability_plot(ev: Evaluation, path: Path) -> Path:
     for ax, e in zip(np.atleast_1d(axes), ENDPOINTS, strict=True):
         final = ev.apparent_risks[FOREST][e][:, j]
         boot = ev.bootstrap_risks[e]
-        order = np.argsort(final)
         xs = np.repeat(final[None, :], boot.shape[0], axis=0)
         ax.scatter(xs.ravel(), boot.ravel(), s=3, alpha=0.15, color="tab:blue")
         lo, hi = np.percentile(boot, INTERVAL, axis=0)
-        ax.plot(final[order], lo[order], color="tab:red", lw=1)
-        ax.plot(final[order], hi[order], color="tab:red", lw=1, label="95% of replicates")
+        ax.vlines(final, lo, hi, color="tab:red", lw=0.6, alpha=0.4, label="95% of replicates")
         top = max(float(boot.max()), float(final.max())) * 1.05
         ax.plot([0, top], [0, top], color="grey", ls="--", lw=1)
         ax.set_xlabel(f"final model risk at {ev.main_horizon:g} months")
