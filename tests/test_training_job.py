@@ -33,6 +33,7 @@ from training.registry import get_alias
 from training.tracking import TrackingUnavailableError
 from training.train import ensure_champion, train
 
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "reirrad-toxicity"
 TINY = {
