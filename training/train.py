@@ -338,7 +338,6 @@ def _log_and_register(
     echo: Callable[[str], None],
 ) -> TrainResult:
     h = float(cfg.gate.horizon_months)
-    h_idx = list(ev.horizons).index(h)
     challenger_holdout = holdout_scores(
         {e: m.predict_cif(data.holdout.X, [h])[:, 0, 0] for e, m in ev.models[FOREST].items()}
         if len(data.holdout)
@@ -346,7 +345,6 @@ def _log_and_register(
         data.holdout,
         h,
     )
-    del h_idx
     headline: dict[str, float] = {}
     for e in ENDPOINTS:
         for hh in ev.horizons:
