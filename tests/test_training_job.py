@@ -121,6 +121,16 @@ def test_make_up_model_passes_the_absolute_limits(store):
     assert not again.trained and again.version == 1
 
 
+def test_released_model_reproduces_the_golden_vectors(store):
+    """The model `make up` trains reproduces the frozen golden outputs (design.md)."""
+    from models.store import load_champion
+    from serving.golden import check_golden
+
+    bundle, _ = load_champion(store["uri"])
+    mismatches = check_golden(bundle, REPO / "tests" / "fixtures" / "golden" / "release")
+    assert mismatches == [], mismatches[:5]
+
+
 # -------------------------------------------------------------------------- done-when
 def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
     uri = store["uri"]
