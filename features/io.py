@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+PUBLISHED_MODE = 0o644
+"""Files we write are readable by all (mkstemp alone would make them owner-only)."""
 
 
 class CohortFileError(ValueError):
@@ -48,20 +52,44 @@ def load_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write atomically (temporary file, then rename), so a failure leaves nothing half-written."""
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int = PUBLISHED_MODE) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, else vanishes.
+
+    The one way this project writes a file, so that a failure never leaves half a file.
+    """
     p = Path(path)
-    suffix = _suffix(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False, lineterminator="\n")
-        else:
-            df.to_parquet(tmp, index=False)
+        yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write bytes atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write UTF-8 text atomically (see :func:`atomic_path`)."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a CSV or Parquet table atomically."""
+    p = Path(path)
+    suffix = _suffix(p)
+    with atomic_path(p) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False, lineterminator="\n")
+        else:
+            df.to_parquet(tmp, index=False)
     return p

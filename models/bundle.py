@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import ENDPOINTS, HORIZONS_MONTHS
+from features.io import atomic_path
 from features.pipeline import FEATURE_COLUMNS, build_features
 from features.schema import validated_frame
 from features.timegrid import TimeGrid
@@ -119,15 +119,8 @@ class ModelBundle:
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write atomically; return the file's SHA-256."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(p) as tmp:
             joblib.dump(self, tmp, compress=3)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return sha256_file(p)
 
     @staticmethod

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.config import HORIZONS_MONTHS
-from features.io import CohortFileError, load_table, write_table
+from features.io import CohortFileError, load_table, write_table, write_text_atomic
 from features.schema import CohortValidationError
 from models.store import absolute_sqlite_uri
 from serving.audit import AuditLog, find_patient, read_entries, resolve_salt, verify_log
@@ -167,16 +166,7 @@ def scores_table(scores: list[PatientScore]) -> pd.DataFrame:
 
 
 def _write_json_atomic(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(json.dumps(obj, indent=1) + "\n", path)
 
 
 def write_scores(scores: list[PatientScore], model: LoadedModel, path: Path) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from features.config import ENDPOINTS, HORIZONS_MONTHS
+from features.io import write_text_atomic
 from features.schema import PatientInput
 from models.bundle import ModelBundle
 from serving.schemas import PatientScore
@@ -81,15 +81,7 @@ class Mismatch:
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(json.dumps(obj, indent=1, sort_keys=True) + "\n", path)
 
 
 def _expected_from(scores: Sequence[PatientScore]) -> dict[str, dict[str, dict[str, float]]]:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from fpdf import FPDF
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from features.io import write_bytes_atomic
 from serving.report import PatientReport
 from serving.report_plots import curve_png, icons_png
 
-PUBLISHED_MODE = 0o644
 Format = Literal["html", "pdf"]
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 TEMPLATE = "patient_report.html.j2"
@@ -276,15 +275,4 @@ def write_report(report: PatientReport, path: str | os.PathLike[str], fmt: Forma
     if fmt not in ("html", "pdf"):
         raise ValueError(f"unknown report format {fmt!r}; use html or pdf")
     data = render_html(report).encode("utf-8") if fmt == "html" else render_pdf(report)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, PUBLISHED_MODE)  # mkstemp makes it owner-only
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return write_bytes_atomic(data, path)

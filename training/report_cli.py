@@ -8,7 +8,6 @@ bundle file (``--bundle``) with an optional ``--metrics-json``.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from features.io import write_text_atomic
 from models.store import CHAMPION_ALIAS, MODEL_NAME
 
 # Heavy imports (matplotlib, numba kernels, MLflow) happen inside the commands, so that
@@ -31,24 +31,9 @@ DEFAULT_EVAL_SEED = 777
 """The default evaluation cohort: fresh synthetic patients, a seed no training preset uses."""
 METRICS_ARTIFACT = "metrics.json"
 
-PUBLISHED_MODE = 0o644
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _write_text_atomic(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, PUBLISHED_MODE)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def run_metrics_json(run_id: str | None, tracking_uri: str | None) -> dict[str, Any]:
@@ -140,7 +125,7 @@ def cohort_report(
     report = build_cohort_report(
         b, cohort, name, info, metrics, n_boot=n_bootstrap, max_explain=max_explain, seed=seed
     )
-    path = _write_text_atomic(render_cohort_report(report), out)
+    path = write_text_atomic(render_cohort_report(report), out)
     console.print(f"cohort report on {len(cohort)} patients -> {path}")
 
 
@@ -156,7 +141,7 @@ def model_card(
     from training.model_card import build_model_card
 
     b, info, metrics = load_model_and_metrics(bundle, metrics_json, tracking_uri, model_name, alias)
-    path = _write_text_atomic(build_model_card(b, info, metrics), out)
+    path = write_text_atomic(build_model_card(b, info, metrics), out)
     console.print(f"model card -> {path}")
 
 
