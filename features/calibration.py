@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from features.synthetic import ADVANCED_STAGE_INDEX, RT_STAGES, Simulation, simulate
 from features.synthetic_params import DGPParams, DosePlan
@@ -64,6 +63,10 @@ class CalibrationRow:
 
 
 def _km_survival(time: np.ndarray, event: np.ndarray, horizons) -> np.ndarray:
+    # Imported here: scikit-survival takes seconds to import, and every `reirrad` command
+    # loads this module through the CLI; only `cohort calibrate` needs it.
+    from sksurv.nonparametric import kaplan_meier_estimator
+
     t_km, s_km = kaplan_meier_estimator(event.astype(bool), time.astype(float))
     idx = np.searchsorted(t_km, np.asarray(horizons, dtype=float), side="right") - 1
     return np.where(idx >= 0, s_km[np.maximum(idx, 0)], 1.0)
