@@ -37,7 +37,7 @@ def up(
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db).",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the store in REIRRAD_HOME).",
     ),
 ) -> None:
     """The main job: train on the synthetic cohort if no champion is registered, then serve.

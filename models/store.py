@@ -5,10 +5,9 @@ run artifact ``bundle/model_bundle.joblib``, and its SHA-256 must equal the one 
 the model version and on the run when it was logged, or it is refused.
 
 Tracking store resolution (shared with the training job): an explicit URI, else the standard
-``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///mlflow/mlflow.db``. A *relative*
-sqlite path in the default is resolved against the repository root (the folder holding
-``mlflow/README.md``), falling back to the working directory, so the job, the service and
-``make mlflow-ui`` find the same database from anywhere in the checkout.
+``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///<REIRRAD_HOME>/mlflow/mlflow.db``
+(:mod:`features.paths`), so the job, the service and ``make mlflow-ui`` find the same database
+whatever the working directory.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from features.paths import default_tracking_uri
 from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 MODEL_NAME = "reirrad-toxicity"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
@@ -31,12 +30,6 @@ SQLITE_PREFIX = "sqlite:///"
 
 class ModelNotFoundError(LookupError):
     """No model version carries the requested alias."""
-
-
-def repo_root() -> Path:
-    """The checkout this code runs from (where ``mlflow/README.md`` lives), else the CWD."""
-    here = Path(__file__).resolve().parents[1]
-    return here if (here / "mlflow" / "README.md").is_file() else Path.cwd()
 
 
 def absolute_sqlite_uri(uri: str, base: Path) -> str:
@@ -56,7 +49,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return absolute_sqlite_uri(env, Path.cwd())
-    return absolute_sqlite_uri(DEFAULT_TRACKING_URI, repo_root())
+    return default_tracking_uri()
 
 
 def load_champion(

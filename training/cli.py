@@ -41,7 +41,7 @@ def train_command(
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db).",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the store in REIRRAD_HOME).",
     ),
     ray_address: str | None = typer.Option(
         None,

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+from features.paths import checkout_root, mlflow_dir
 from mlflow import MlflowClient
-from models.store import SQLITE_PREFIX, repo_root, resolve_tracking_uri
+from models.store import SQLITE_PREFIX, resolve_tracking_uri
 
 CHECK_TIMEOUT_S = 5
 ARTIFACTS_DIRNAME = "artifacts"
@@ -77,8 +78,7 @@ def connect(tracking_uri: str | None = None) -> tuple[str, MlflowClient]:
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(SQLITE_PREFIX):
         db = Path(uri[len(SQLITE_PREFIX) :])
-        default_dir = repo_root() / "mlflow"
-        if db.parent == default_dir.resolve():
+        if db.parent == mlflow_dir().resolve():
             db.parent.mkdir(parents=True, exist_ok=True)
         if not db.parent.is_dir():
             raise TrackingUnavailableError(
@@ -126,7 +126,9 @@ def tracked_run(
 
 def git_commit() -> str:
     """HEAD of the checkout (``-dirty`` if it has uncommitted changes), or ``unknown``."""
-    root = repo_root()
+    root = checkout_root()
+    if root is None:
+        return "unknown"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"],

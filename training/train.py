@@ -9,6 +9,7 @@ an interrupt leaves a FAILED run and no half-registered version.
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import time
 import warnings
@@ -35,7 +36,6 @@ from models.store import (
     CHAMPION_ALIAS,
     SHA_TAG,
     load_champion,
-    repo_root,
 )
 from training import plots, registry, tracking
 from training.config import TrainConfig, load_config
@@ -104,6 +104,11 @@ def _signature(example: pd.DataFrame, output: pd.DataFrame):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         return infer_signature(example, output)
+
+
+def _package_dir(name: str) -> Path:
+    """Where one of our packages is installed (a checkout or site-packages)."""
+    return Path(importlib.import_module(name).__file__).resolve().parent
 
 
 def _pip_requirements() -> list[str]:
@@ -410,7 +415,7 @@ def _log_and_register(
             signature=_signature(example, bundle.predict_horizons(example)),
             input_example=example,
             pip_requirements=_pip_requirements(),
-            code_paths=[str(repo_root() / p) for p in PYFUNC_PACKAGES],
+            code_paths=[str(_package_dir(p)) for p in PYFUNC_PACKAGES],
         )
 
     # the gate: rule from the config, fixed before training
