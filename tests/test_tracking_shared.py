@@ -43,6 +43,7 @@ PG_BIN_DIRS = ("/usr/local/bin", *sorted(glob.glob("/usr/lib/postgresql/*/bin"),
 PG_USER_CANDIDATES = ("postgres", "nobody")
 PG_START_TIMEOUT_S = 60
 SERVER_START_TIMEOUT_S = 300
+SERVER_STOP_TIMEOUT_S = 5
 CHILD_START_TIMEOUT_S = 120
 HANDOVER_TIMEOUT_S = 60
 NOT_ACQUIRED_GRACE_S = 1.5
@@ -253,7 +254,7 @@ def mlflow_server(postgres: Postgres, tmp_path_factory) -> Iterator[TrackingServ
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
