@@ -31,7 +31,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -49,6 +49,8 @@ LOCK_FILE_SUFFIX: Final[str] = ".lock"
 POSTGRES_SCHEMES: Final[tuple[str, ...]] = ("postgresql", "postgres")
 LOCAL_SCHEMES: Final[tuple[str, ...]] = ("", "file")
 PSYCOPG_DRIVERS: Final[tuple[str, ...]] = ("psycopg2", "psycopg")
+LOCK_NOT_AVAILABLE: Final[str] = "55P03"
+"""PostgreSQL's SQLSTATE when ``lock_timeout`` ends a wait."""
 
 
 class PromotionLockError(RuntimeError):
@@ -176,7 +178,7 @@ class PromotionLock:
     """A held promotion lock; :meth:`check` just before the alias is written narrows the
     window in which a lock lost with its connection goes unnoticed."""
 
-    def __init__(self, target: LockTarget, checker) -> None:
+    def __init__(self, target: LockTarget, checker: Callable[[], None]) -> None:
         self.target = target
         self._checker = checker
 
@@ -248,7 +250,8 @@ def _postgres_lock(target: LockTarget, timeout_s: float) -> Iterator[PromotionLo
         try:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         except DBAPIError as err:
-            if getattr(err.orig, "pgcode", None) == "55P03" or "lock timeout" in str(err):
+            code = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+            if code == LOCK_NOT_AVAILABLE:
                 raise PromotionLockTimeout(
                     f"{target.describe()}: still held by another promotion after {timeout_s:g} s"
                 ) from err
