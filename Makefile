@@ -6,10 +6,13 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install lint lock mlflow-ui clean-venv
+.PHONY: up test install lint lock wheel mlflow-ui clean-venv
 
-$(STAMP): requirements.lock pyproject.toml
+$(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/uv
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
@@ -30,13 +33,20 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-## lock: regenerate requirements.lock from pyproject.toml (the only way the lock changes)
-lock:
+## lock: regenerate requirements.lock from pyproject.toml (the only way the lock changes;
+## versions already pinned stay unless pyproject.toml excludes them)
+lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-## mlflow-ui: open the MLflow UI on the local tracking store
+## wheel: build the sdist and the wheel into dist/ (what `pip install .` installs)
+wheel: | $(BIN)/uv
+	$(BIN)/uv build --out-dir dist .
+
+## mlflow-ui: open the MLflow UI on the local tracking store (the one in REIRRAD_HOME)
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --default-artifact-root ./mlflow/artifacts --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri "$$($(BIN)/python -c 'from features.paths import default_tracking_uri as u; print(u())')" \
+	  --default-artifact-root "$$($(BIN)/python -c 'from features.paths import mlflow_dir as d; print((d() / "artifacts").as_uri())')"
 
 clean-venv:
 	rm -rf $(VENV)

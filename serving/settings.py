@@ -11,7 +11,8 @@ Environment variables (all optional):
 ``REIRRAD_MODEL_NAME`` / ``REIRRAD_MODEL_ALIAS``
     Registered model name and alias (``reirrad-toxicity`` / ``champion``).
 ``REIRRAD_AUDIT_LOG``
-    Path of the append-only JSON-lines audit log (``var/audit.jsonl``).
+    Path of the append-only JSON-lines audit log (``<REIRRAD_HOME>/var/audit.jsonl``; never
+    resolved from the working directory, see :mod:`features.paths`).
 ``REIRRAD_AUDIT_SALT``
     Secret salt of the patient-key hash. Without it, a random salt is created once in
     ``<audit log>.salt`` (mode 0600) so that hashes stay comparable across restarts.
@@ -28,13 +29,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from features.paths import var_dir
+
 DEFAULT_MODEL_NAME: Final[str] = "reirrad-toxicity"
 DEFAULT_MODEL_ALIAS: Final[str] = "champion"
-DEFAULT_AUDIT_LOG: Final[str] = "var/audit.jsonl"
+AUDIT_LOG_FILENAME: Final[str] = "audit.jsonl"
 DEFAULT_MAX_BATCH: Final[int] = 1000
 DEFAULT_MAX_PLANS: Final[int] = 20
 DEFAULT_WORKERS: Final[int] = 1
@@ -65,6 +68,11 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def default_audit_log() -> Path:
+    """``<REIRRAD_HOME>/var/audit.jsonl``, resolved when asked (REIRRAD_HOME may change)."""
+    return var_dir() / AUDIT_LOG_FILENAME
+
+
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -79,7 +87,7 @@ class ServingSettings:
     tracking_uri: str | None = None
     model_name: str = DEFAULT_MODEL_NAME
     model_alias: str = DEFAULT_MODEL_ALIAS
-    audit_log: Path = Path(DEFAULT_AUDIT_LOG)
+    audit_log: Path = field(default_factory=default_audit_log)
     audit_salt: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     max_plans: int = DEFAULT_MAX_PLANS
@@ -95,7 +103,7 @@ class ServingSettings:
             tracking_uri=_text(env, ENV_TRACKING_URI) or _text(env, ENV_MLFLOW_TRACKING_URI),
             model_name=_text(env, ENV_MODEL_NAME) or DEFAULT_MODEL_NAME,
             model_alias=_text(env, ENV_MODEL_ALIAS) or DEFAULT_MODEL_ALIAS,
-            audit_log=Path(_text(env, ENV_AUDIT_LOG) or DEFAULT_AUDIT_LOG),
+            audit_log=Path(audit) if (audit := _text(env, ENV_AUDIT_LOG)) else default_audit_log(),
             audit_salt=_text(env, ENV_AUDIT_SALT),
             max_batch=_positive_int(env, ENV_MAX_BATCH, DEFAULT_MAX_BATCH),
             max_plans=_positive_int(env, ENV_MAX_PLANS, DEFAULT_MAX_PLANS),

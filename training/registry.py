@@ -21,6 +21,16 @@ from training.config import GateConfig
 
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 GATE_TAG = "gate"
+LOGGED_MODEL_URI_PREFIX = "models:/m-"
+"""MLflow 3's URI of a logged model (``models:/<model id>``), as ``log_model`` returns it."""
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """The logged model's id in ``models:/m-...``; an MLflow server refuses such a version
+    source unless the same id comes with it (a local store does not check)."""
+    if model_uri.startswith(LOGGED_MODEL_URI_PREFIX) and "/" not in model_uri[len("models:/") :]:
+        return model_uri[len("models:/") :]
+    return None
 
 
 def get_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -41,7 +51,9 @@ def register(
         client.create_registered_model(
             name, description="Risk of severe late toxicity after NPC re-irradiation."
         )
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    mv = client.create_model_version(
+        name, model_uri, run_id=run_id, tags=tags, model_id=_logged_model_id(model_uri)
+    )
     try:
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, mv.version)
     except BaseException:
