@@ -159,7 +159,7 @@ def _append_many(url: str, n: int, tag: str) -> None:
 def _concurrent_appends_keep_one_chain(url: str) -> None:
     AuditTrail(url, KEY).dispose()  # created once, as `reirrad serve` does before its workers
     n_procs, per_proc = 2, 25
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # each child opens its own engine
     procs = [ctx.Process(target=_append_many, args=(url, per_proc, f"w{k}"))
              for k in range(n_procs)]
     for p in procs:
