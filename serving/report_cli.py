@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from models.store import CHAMPION_ALIAS, MODEL_NAME
+from serving.settings import DEFAULT_MODEL_ALIAS as CHAMPION_ALIAS
+from serving.settings import DEFAULT_MODEL_NAME as MODEL_NAME
 
 # Heavy imports (matplotlib, fpdf2, the numba kernels) happen inside the command, so that
 # composing the root app stays fast.
