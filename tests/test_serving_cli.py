@@ -219,3 +219,15 @@ def test_settings_from_env():
     assert s2.tracking_uri == "b"
     with pytest.raises(SettingsError, match="REIRRAD_MAX_BATCH"):
         ServingSettings.from_env({"REIRRAD_MAX_BATCH": "0"})
+
+
+def test_every_report_command_refuses_a_mismatched_suffix(env, tmp_path):
+    from training.report_cli import register as register_model_reports
+
+    root = typer.Typer()
+    register_model_reports(root)
+    for args in (["model-card", "--out", str(tmp_path / "card.html")],
+                 ["cohort-report", "--out", str(tmp_path / "cohort.pdf")]):
+        res = runner.invoke(root, args)
+        assert res.exit_code == 2 and "written as" in res.output, args
+    assert not list(tmp_path.glob("card*")) and not list(tmp_path.glob("cohort*"))
