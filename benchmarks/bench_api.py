@@ -152,6 +152,57 @@ def time_command(cmd: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def stage_times(bundle_path: Path | None, tmp: Path, patient: dict, n: int = 20) -> dict:
+    """Median milliseconds of each step of one ``/score`` call, in process: where time goes."""
+    from models.explain import BundleExplainer
+    from serving.audit import AuditRecord
+    from serving.explaining import explain_patient
+    from serving.loading import load_model
+    from serving.schemas import ScoreRequest, ScoreResponse
+    from serving.scoring import score_patient
+    from serving.settings import ServingSettings
+
+    model = load_model(ServingSettings(bundle_path=bundle_path))
+    b = model.bundle
+    body = json.dumps({"patient": patient}).encode()
+    req = ScoreRequest.model_validate_json(body)
+    X = b.features_from_inputs([req.patient])
+    h = list(HORIZONS_MONTHS)
+    cif = b.predict_cif_features(X, h)
+    trail = AuditTrail(str(tmp / "stages.db"), AuditKey(b"stage-timing-key-0123456789"))
+    explainer = BundleExplainer(b)
+    result = score_patient(b, req.patient)
+    steps = {
+        "parse and validate (strict)": lambda: ScoreRequest.model_validate_json(body),
+        "features": lambda: b.features_from_inputs([req.patient]),
+        "predict (model)": lambda: b.predict_cif_features(X, h),
+        "intervals (model)": lambda: b.risk_intervals(X, h, cif=cif),
+        "applicability warnings": lambda: b.applicability_warnings(X),
+        "audit commit": lambda: trail.append(AuditRecord("r", "/score", 200, "tok")),
+        "response JSON": lambda: ScoreResponse(request_id="r", model=model_ref_of(model),
+                                               result=result).model_dump_json(),
+        "whole /score in process": lambda: score_patient(b, req.patient),
+        "explain, 1 endpoint x 4 horizons": lambda: explain_patient(
+            b, explainer, req.patient, ENDPOINTS[0], h),
+    }
+    out = {}
+    for name, fn in steps.items():
+        fn()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        out[name] = statistics.median(times)
+    return out
+
+
+def model_ref_of(model):
+    from serving.loading import model_ref
+
+    return model_ref(model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", type=Path, help="Bundle file (default: the registered champion).")
@@ -216,6 +267,7 @@ def main() -> None:
     finally:
         stop(api)
         stop(echo)
+    stages = stage_times(args.bundle, tmp, json.loads(EXAMPLE.read_text()))
     help_wall, help_cpu = time_command([str(Path(sys.executable).parent / "reirrad"), "--help"],
                                        HELP_RUNS)
     typer_wall, typer_cpu = time_command([sys.executable, "-c", "import typer"], HELP_RUNS)
@@ -241,6 +293,7 @@ def main() -> None:
         "explain_p50_ms": med("explain", "p50_ms"),
         "errors": sum(r["errors"] for rs in runs.values() for r in rs),
         "audit": {"ok": check.ok, "records": check.n_records, "api_requests": api_requests},
+        "stages_ms": stages,
         "help": {"wall_s": help_wall, "cpu_s": help_cpu, "import_typer_wall_s": typer_wall,
                  "import_typer_cpu_s": typer_cpu},
     }
@@ -271,6 +324,9 @@ def main() -> None:
     print(f"| reirrad --help | {help_wall:.2f} s wall, {help_cpu:.2f} s CPU (import typer: "
           f"{typer_wall:.2f} s / {typer_cpu:.2f} s) | < 1 s | "
           f"{verdict(help_wall < TARGET_HELP_S)} |")
+    print("\n| step of one /score call (in process) | median ms |\n| --- | --- |")
+    for name, ms in stages.items():
+        print(f"| {name} | {ms:.2f} |")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from models.explain import BundleExplainer
 from serving import scoring
 from serving.audit import (
     AuditTrail,
+    GroupCommitWriter,
     canonical_json,
     load_audit_key,
     risk_summary,
@@ -135,6 +136,7 @@ class RiskService:
         self.limiter = RateLimiter(self.settings.rate_limit_per_minute, service_workers())
         key = load_audit_key(self.settings.audit_key, self.settings.audit_key_file_resolved)
         self.audit = AuditTrail(self.settings.audit_db_resolved, key)
+        self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
         self.model = load_model(self.settings)
         self.ref = model_ref(self.model)
         self.model_dict = self.ref.model_dump()

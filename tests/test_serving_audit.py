@@ -222,3 +222,46 @@ def test_postgresql_trail_takes_two_writers_and_detects_tampering(postgres_url):
     problems = t.verify().problems
     assert any("ends at record" in p for p in problems)
     assert json.loads(json.dumps(problems))  # plain strings, printable by the CLI
+
+
+def test_group_commit_shares_transactions_and_keeps_one_chain(tmp_path):
+    import threading
+    import time
+
+    from serving.audit import GroupCommitWriter
+
+    trail = AuditTrail(str(tmp_path / "audit.db"), KEY)
+    calls = []
+    real = trail.append_many
+
+    def slow_append_many(records):  # a slow disk: others arrive while a commit is running
+        calls.append(len(records))
+        time.sleep(0.02)
+        return real(records)
+
+    trail.append_many = slow_append_many
+    writer = GroupCommitWriter(trail)
+    seqs: list[int] = []
+    n_threads, per_thread = 8, 10
+
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            seqs.append(writer.append(AuditRecord(f"t{t}-{i}", "/score", 200, "c")))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    total = n_threads * per_thread
+    assert sorted(seqs) == list(range(1, total + 1))
+    assert sum(calls) == total and len(calls) < total  # records shared commits
+    check = trail.verify()
+    assert check.ok and check.n_records == total
+
+    def failing(records):
+        raise RuntimeError("database is locked")
+
+    trail.append_many = failing
+    with pytest.raises(RuntimeError, match="locked"):
+        writer.append(AuditRecord("x", "/score", 200, "c"))
