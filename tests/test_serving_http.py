@@ -1,15 +1,18 @@
 """End to end: a real `bentoml serve` process with a real small forest bundle, called over HTTP.
 
-Every route, authentication, each class of bad input, the audit records (and `reirrad audit
-verify` on tampered copies of the server's own database), and golden vectors frozen from the
-same bundle reproduced over HTTP to 1e-9. One server for the module.
+Every route, authentication and the rate limit, each class of bad input, the audit records (and
+`reirrad audit verify` on tampered copies of the server's own database), two workers extending
+one chain, and golden vectors frozen from the same bundle reproduced over HTTP to 1e-9. One
+server, with two workers, for the whole module (start-up dominates the module's time).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -31,6 +34,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TOKEN = "http-test-token-0123456789abcdef"
 HASHED_TOKEN = "hashed-only-token-0123456789abcdef"
+LIMITED_TOKEN = "rate-limited-token-0123456789abcd"
+RATE_PER_MINUTE = 400
+"""High enough for every other test's calls; the rate-limit test uses a token of its own."""
+N_WORKERS = 2
 MAX_BODY = 64 * 1024
 MAX_BATCH = 50
 CANARY = "CANARY-7731"
@@ -44,7 +51,9 @@ def server(tmp_path_factory):
     digest = small_bundle().save(bundle_file)
     env = server_env(
         tmp, bundle_file, digest,
-        REIRRAD_API_TOKENS=TOKEN,
+        REIRRAD_API_TOKENS=f"{TOKEN},{LIMITED_TOKEN}",
+        REIRRAD_WORKERS=str(N_WORKERS),
+        REIRRAD_RATE_LIMIT=str(RATE_PER_MINUTE),
         REIRRAD_API_TOKEN_HASHES=hashlib.sha256(HASHED_TOKEN.encode()).hexdigest(),
         REIRRAD_MAX_BATCH=str(MAX_BATCH),
         REIRRAD_MAX_BODY_BYTES=str(MAX_BODY),
@@ -407,3 +416,37 @@ def test_served_model_reproduces_golden_vectors(server, client, tmp_path):
     pid = patients[0].patient_id
     expected["cif"][pid]["mucosal_necrosis"]["24"] += 1e-6  # the check can fail
     assert len(compare_golden(expected, scores, tol=1e-9)) == 1
+
+
+# ---------------------------------------------------------------- two workers, rate limit
+def test_two_workers_append_to_one_sealed_chain(server):
+    n_calls, n_threads = 24, 6
+
+    def call(i: int) -> int:
+        body = {"patient": BASE_PATIENT | {"patient_id": f"W{i}"}, "horizons": [24]}
+        return httpx.post(f"{server.base}/score", json=body, timeout=120,
+                          headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+
+    before = _trail(server).head().seq
+    with ThreadPoolExecutor(n_threads) as pool:
+        statuses = list(pool.map(call, range(n_calls)))
+    assert statuses == [200] * n_calls
+    check = _trail(server).verify()
+    assert check.ok, check.problems
+    assert check.n_records == before + n_calls
+    workers = set(re.findall(r"\[entry_service:reirrad-risk:(\d+)\].*path=/score", server.logs()))
+    assert workers == {"1", "2"}, "both workers answered"
+
+
+def test_the_rate_limit_answers_429_per_token(server):
+    headers = {"Authorization": f"Bearer {LIMITED_TOKEN}"}
+    with httpx.Client(base_url=server.base, timeout=60, headers=headers) as limited:
+        responses = [limited.post("/model_info", json={}) for _ in range(RATE_PER_MINUTE + 20)]
+    codes = {r.status_code for r in responses}
+    assert codes == {200, 429}, codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert _trail(server).records(last=1)[0]["status"] in (200, 429)
+    ok = httpx.post(f"{server.base}/model_info", json={}, timeout=60,
+                    headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200  # another token is not held back by this one's limit
