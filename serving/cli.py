@@ -12,6 +12,7 @@ import dataclasses
 import getpass
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,7 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SCORE_SUFFIXES = (*TABLE_SUFFIXES, JSON_SUFFIX)
 READY_TIMEOUT_S = 600.0
 READY_POLL_S = 0.5
+STOP_GRACE_S = 20.0
 CLI_ROUTE = "cli.score"
 EXAMPLE_PATIENT = PROJECT_ROOT / "docs" / "example_patient.json"
 
@@ -217,10 +219,25 @@ def run_server(settings: ServingSettings, host: str, port: int, token: str | Non
     err_console.print(f"serving {source} on {url} (audit: {_audit_label(settings)})")
     proc = subprocess.Popen(serve_command(host, port), env=serve_env(settings), cwd=PROJECT_ROOT)
     threading.Thread(target=_announce_when_ready, args=(proc, url, token), daemon=True).start()
+    # a service manager stops us with SIGTERM: pass it on, so no server is left behind
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         return proc.wait()
-    except KeyboardInterrupt:  # the server got the same SIGINT and stops itself
-        return proc.wait()
+    except KeyboardInterrupt:
+        return stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    """Stop the server: SIGINT (as a terminal's Ctrl-C), then SIGTERM, then kill."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    return proc.wait()
 
 
 def _audit_label(settings: ServingSettings) -> str:
