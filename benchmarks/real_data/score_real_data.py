@@ -1,180 +1,218 @@
-"""Real competing-risk data: CompetingRiskForest against riskRegression's CSC and FGR.
+"""Real competing-risk data: any grid-CIF model against riskRegression's CSC and Fine-Gray.
 
-Issue 4, part 5. Reads what ``export_and_fit_r.R`` wrote to ``benchmarks/real_data/data/`` (the
-data sets as numeric design matrices, 20 seeded 70/30 splits, the R models' predicted
-cumulative incidences on each test split), fits the forest on the same training splits and
-scores every model on the same test splits with the project's metric code (``auc_cr``,
-``brier_cr``), per data set, cause and horizon.
+Reads what ``export_and_fit_r.R`` wrote to ``benchmarks/real_data/data/`` (four public data sets
+as numeric design matrices, 20 seeded 70/30 splits each, each set's horizons and time grid, the
+R models' predicted cumulative incidences on every test split), fits each requested model on
+the same training splits, and scores every model on the same test rows with the project's
+metric code (``training.metrics.auc_cr``/``brier_cr``) per set, cause and horizon. R is not
+needed here.
 
-Reported: mean AUC and Brier per model over the splits; and, per horizon, the mean paired
-difference forest - best R model (the R model with the higher mean AUC at that horizon), with a
-95 % t-interval over the splits. Splits share most of their patients, so the interval is only
-indicative (it ignores the overlap; Nadeau & Bengio's correction would widen it).
+Writes to ``--results-dir`` (default ``benchmarks/results/real_data/``):
 
-Rerun (after the R script)::
+- ``<label>.csv`` per model: tidy per-split rows (set, split, cause, model, horizon, cases, AUC,
+  Brier, ...). A rerun of a model replaces only the sets, causes and splits it ran.
+- ``r_models.csv``: the same for CSC and FGR.
+- ``summary.csv`` and ``summary.md``: every model found in the directory, mean AUC and Brier
+  per set, cause, horizon and model, and each model's paired difference to the better R model
+  with a 95 % interval corrected for overlapping splits (see ``summary.py``).
 
-    Rscript benchmarks/real_data/export_and_fit_r.R
-    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py
+Models (``--model``, repeatable): a built-in name (forest, ensemble, cox, xgb, marginal), or
+``LABEL=module:callable``, optionally followed by ``={JSON params}``. The callable is a factory
+(an estimator class is one) called with the keywords it accepts among ``cause``, ``n_causes``,
+``time_grid_max``, ``time_grid_step``, ``random_state``, ``n_jobs``, plus the JSON params; the
+result needs ``fit(X, y)`` (structured y: event, time in months) and ``predict_cif(X, times)``
+returning (n, K, len(times)). See harness.py.
 
-Forest variants beyond the defaults: ``--variant 'leaf5={"min_samples_leaf": 5}'``.
+Examples (from the repository root)::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py \\
+        --model forest --model cox --model xgb --model marginal --one-fit cox xgb marginal
+    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py --model ensemble
+    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py \\
+        --model 'leaf5=forest={"min_samples_leaf": 5, "min_samples_split": 10}'
+    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py --summary-only
+    # a quick check on a scratch directory
+    PYTHONPATH=. .venv/bin/python benchmarks/real_data/score_real_data.py --model cox \\
+        --datasets pbc --splits 1 2 --results-dir /tmp/rd
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from models.forest import CompetingRiskForest
-from training.metrics import auc_cr, brier_cr
+from benchmarks.real_data.harness import (
+    N_CAUSES,
+    R_MODELS,
+    ModelSpec,
+    dataset_table,
+    load_dataset,
+    parse_model_spec,
+    score_model,
+    score_r_models,
+)
+from benchmarks.real_data.summary import Margins, render_markdown, summarise
+from features.io import write_table, write_text_atomic
 
-HERE = Path(__file__).resolve().parent
-DATA_DIR = HERE / "data"
-RESULTS_DIR = HERE.parent / "results"
-DATASETS = ("colon", "melanoma")
-R_MODELS = ("csc", "fgr")
-FOREST = "forest"
-N_CAUSES = 2
-N_JOBS = 2
-SEED = 0
-GRID_STEP_MONTHS = 1.0
-CONFIDENCE = 0.95
-AUC_TARGET_GAP = 0.02
-"""Target: the forest's mean AUC within 0.02 of the better R model's, at each horizon."""
-
-
-def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return pd.read_csv(DATA_DIR / f"{name}.csv"), pd.read_csv(DATA_DIR / f"{name}_splits.csv")
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "real_data"
+R_RESULTS = "r_models.csv"
+SUMMARY_FILES = ("summary.csv", "summary.md")
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_JOBS = 2
+"""The machine's 2 cores are shared: never more than 2 worker processes."""
 
 
-def score_all(variants: dict[str, dict], causes: list[int]) -> pd.DataFrame:
-    r_pred = pd.read_csv(DATA_DIR / "r_predictions.csv.gz")
-    risk_cols = [c for c in r_pred.columns if c.startswith("risk_")]
-    horizons = [float(c.removeprefix("risk_")) for c in risk_cols]
-    grid_max = float(np.ceil(max(horizons)))
-    rows = []
-    for name in DATASETS:
-        d, splits = load(name)
-        X = d.drop(columns=["time", "status"]).to_numpy(dtype=float)
-        y = np.empty(len(d), dtype=[("event", np.int64), ("time", float)])
-        y["event"], y["time"] = d["status"].to_numpy(int), d["time"].to_numpy(float)
-        for s, col in enumerate(splits.columns, start=1):
-            train = splits[col].to_numpy() == 1
-            test_rows = np.flatnonzero(~train)
-            t, e = y["time"][test_rows], y["event"][test_rows]
-            for cause in causes:
-                preds: dict[str, np.ndarray] = {}
-                sub = r_pred[
-                    (r_pred.dataset == name) & (r_pred.split == s) & (r_pred.cause == cause)
-                ]
-                for model in R_MODELS:
-                    m = sub[sub.model == model].set_index("row").loc[test_rows, risk_cols]
-                    preds[model] = m.to_numpy(dtype=float)
-                for vname, params in {FOREST: {}, **variants}.items():
-                    label = FOREST if vname == FOREST else f"{FOREST}[{vname}]"
-                    forest = CompetingRiskForest(
-                        cause=cause,
-                        n_causes=N_CAUSES,
-                        time_grid_max=grid_max,
-                        time_grid_step=GRID_STEP_MONTHS,
-                        n_jobs=N_JOBS,
-                        random_state=SEED + s,
-                        **params,
-                    ).fit(X[train], y[train])
-                    preds[label] = forest.predict_cif(X[test_rows], times=horizons)[:, cause - 1]
-                for model, p in preds.items():
-                    for j, h in enumerate(horizons):
-                        risk = p[:, j]
-                        ok = np.all(np.isfinite(risk))
-                        rows.append(
-                            {
-                                "dataset": name,
-                                "split": s,
-                                "cause": cause,
-                                "model": model,
-                                "horizon": h,
-                                "n_cases": int(np.sum((t <= h) & (e == cause))),
-                                "auc": auc_cr(t, e, risk, cause, h) if ok else np.nan,
-                                "brier": brier_cr(t, e, np.clip(risk, 0, 1), cause, h)
-                                if ok
-                                else np.nan,
-                            }
-                        )
-            print(f"[{time.strftime('%H:%M:%S')}] {name} split {s} done", flush=True)
-    return pd.DataFrame(rows)
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _t_interval(x: np.ndarray) -> tuple[float, float, float]:
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return float(np.mean(x)) if x.size else np.nan, np.nan, np.nan
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+def read_results(path: Path) -> pd.DataFrame:
+    """A per-split results file; only empty cells are missing (a label 'null' stays a label)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def summarise(res: pd.DataFrame) -> str:
-    lines = []
-    forests = [m for m in res.model.unique() if m.startswith(FOREST)]
-    for (name, cause), g in res.groupby(["dataset", "cause"], sort=False):
-        n_splits = g.split.nunique()
-        lines.append(f"\n#### {name}, cause {cause} ({n_splits} splits; mean over splits)\n")
-        head = (
-            "| horizon (months) | cases/test split | "
-            + " | ".join(f"AUC {m}" for m in [*R_MODELS, *forests])
-            + " | best R | forest − best R, AUC (95 % CI) | within 0.02 | "
-            + " | ".join(f"Brier {m}" for m in [*R_MODELS, FOREST])
-            + " |"
+def merge_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Replace the (set, cause, split) rows of ``new`` in the file at ``path``, keep the rest."""
+    if not path.exists():
+        return new
+    old = read_results(path)
+    keys = ["dataset", "cause", "split"]
+    replaced = old.set_index(keys).index.isin(new.set_index(keys).index)
+    return pd.concat([old[~replaced], new], ignore_index=True).sort_values(
+        ["dataset", "cause", "split", "horizon"], kind="mergesort"
+    )
+
+
+def run_model(
+    spec: ModelSpec,
+    datasets: list[str],
+    causes: list[int],
+    splits: list[int] | None,
+    n_jobs: int,
+    results_dir: Path,
+) -> None:
+    """Fit and score one model on every set; the file is rewritten (atomically) after each set."""
+    path = results_dir / f"{spec.label}.csv"
+    for name in datasets:
+        ds = load_dataset(name)
+        chosen = splits or list(range(1, ds.n_splits + 1))
+        bad = [s for s in chosen if not 1 <= s <= ds.n_splits]
+        if bad:
+            raise ValueError(f"{name}: splits {bad} outside 1..{ds.n_splits}")
+        horizons = "; ".join(f"cause {k}: {h.tolist()}" for k, h in ds.horizons.items())
+        log(
+            f"{spec.label} on {name}: grid to {ds.grid.max_months:g} months "
+            f"(step {ds.grid.step_months:g}), horizons {horizons}"
         )
-        lines += [head, "|" + "---|" * (head.count("|") - 1)]
-        for h, gh in g.groupby("horizon"):
-            auc = gh.pivot(index="split", columns="model", values="auc")
-            brier = gh.pivot(index="split", columns="model", values="brier")
-            best = max(R_MODELS, key=lambda m: np.nanmean(auc[m]))
-            mean, lo, hi = _t_interval((auc[FOREST] - auc[best]).to_numpy())
-            ok = "yes" if mean >= -AUC_TARGET_GAP else "**no**"
-            cells = [f"{np.nanmean(auc[m]):.3f}" for m in [*R_MODELS, *forests]]
-            bcells = [f"{np.nanmean(brier[m]):.4f}" for m in [*R_MODELS, FOREST]]
-            lines.append(
-                f"| {h:g} | {gh.loc[gh.model == FOREST, 'n_cases'].mean():.1f} | "
-                + " | ".join(cells)
-                + f" | {best} | {mean:+.3f} ({lo:+.3f}, {hi:+.3f}) | {ok} | "
-                + " | ".join(bcells)
-                + " |"
-            )
-    return "\n".join(lines)
+        res = score_model(spec, ds, causes, chosen, n_jobs, progress=log)
+        res["target"] = spec.target
+        res["params"] = json.dumps(spec.params, sort_keys=True)
+        write_table(merge_rows(path, res), path)
+    log(f"{spec.label}: per-split rows in {path}")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_summary(results_dir: Path, margins: Margins) -> str:
+    """Summarise every per-model file in ``results_dir`` with the R models' scores."""
+    files = sorted(p for p in results_dir.glob("*.csv") if p.name not in SUMMARY_FILES)
+    if not any(p.name == R_RESULTS for p in files):
+        raise FileNotFoundError(f"{results_dir / R_RESULTS} missing: run without --summary-only")
+    res = pd.concat([read_results(p) for p in files], ignore_index=True)
+    meta = dataset_table().set_index("dataset")
+    res = res[res.dataset.isin(meta.index)]
+    summary = summarise(res, meta.train_share.to_dict(), margins)
+    labels = {n: {1: meta.loc[n, "cause1"], 2: meta.loc[n, "cause2"]} for n in res.dataset.unique()}
+    text = render_markdown(summary, margins, labels)
+    r_splits = summary[summary.model.isin(R_MODELS)].n_splits.max()
+    partial = sorted(summary.loc[summary.n_splits < r_splits, "model"].unique())
+    if partial:
+        text += f"\nIncomplete: {', '.join(partial)} ran on fewer splits than the R models.\n"
+    write_table(summary, results_dir / "summary.csv")
+    write_text_atomic(text, results_dir / "summary.md")
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="See the module docstring (and benchmarks/real_data/README.md) for the details.",
+    )
     p.add_argument(
-        "--variant",
+        "--model",
         action="append",
         default=[],
-        help='extra forest: name=JSON params, e.g. leaf5={"min_samples_leaf": 5}',
+        metavar="SPEC",
+        help="model to fit: forest | ensemble | cox | xgb | marginal | LABEL=module:callable, "
+        "optionally followed by ={JSON params} (repeatable)",
     )
-    p.add_argument("--causes", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "real_data_scores.csv")
-    p.add_argument("--summary-only", action="store_true")
-    args = p.parse_args()
-    variants = {}
-    for spec in args.variant:
-        vname, _, params = spec.partition("=")
-        variants[vname] = json.loads(params)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.summary_only:
-        res = pd.read_csv(args.out)
-    else:
-        res = score_all(variants, args.causes)
-        res.to_csv(args.out, index=False)
-    text = summarise(res)
-    args.out.with_suffix(".md").write_text(text + "\n")
-    print(text)
+    p.add_argument(
+        "--one-fit",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="models whose fit does not depend on `cause` (e.g. cox xgb marginal): one fit per "
+        "split serves both causes instead of one fit per cause (faster; wrong for the forest)",
+    )
+    p.add_argument("--datasets", nargs="+", default=None, help="default: every exported set")
+    p.add_argument("--causes", nargs="+", type=int, default=list(range(1, N_CAUSES + 1)))
+    p.add_argument("--splits", nargs="+", type=int, default=None, help="1-based; default all")
+    p.add_argument("--n-jobs", type=int, default=MAX_JOBS, choices=range(1, MAX_JOBS + 1))
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--summary-only", action="store_true", help="only re-summarise the files")
+    p.add_argument("--auc-margin", type=float, default=Margins().auc)
+    p.add_argument("--brier-margin", type=float, default=Margins().brier)
+    args = p.parse_args(argv)
+    try:
+        args.specs = [parse_model_spec(s) for s in args.model]
+    except (ValueError, json.JSONDecodeError) as err:
+        p.error(str(err))
+    for spec in args.specs:
+        if not LABEL_PATTERN.match(spec.label):
+            p.error(f"model label {spec.label!r}: use letters, digits, '_', '.', '-'")
+        try:
+            spec.factory()
+        except ValueError as err:
+            p.error(str(err))
+    labels = [s.label for s in args.specs]
+    if len(set(labels)) != len(labels):
+        p.error("model labels must be unique")
+    stray = sorted(set(args.one_fit) - set(labels))
+    if stray:
+        p.error(f"--one-fit {stray}: no such --model label")
+    args.specs = [replace(s, one_fit=s.label in args.one_fit) for s in args.specs]
+    bad_causes = [c for c in args.causes if not 1 <= c <= N_CAUSES]
+    if bad_causes:
+        p.error(f"causes {bad_causes} outside 1..{N_CAUSES}")
+    if not args.specs and not args.summary_only:
+        p.error("give at least one --model, or --summary-only")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    margins = Margins(auc=args.auc_margin, brier=args.brier_margin)
+    known = dataset_table().dataset.tolist()
+    datasets = args.datasets or known
+    unknown = sorted(set(datasets) - set(known))
+    if unknown:
+        print(f"unknown data set(s) {unknown}; exported: {known}", file=sys.stderr)
+        return 2
+    if not args.summary_only:
+        r_path = args.results_dir / R_RESULTS
+        r_res = pd.concat([score_r_models(load_dataset(n), args.causes) for n in datasets])
+        write_table(merge_rows(r_path, r_res), r_path)
+        log(f"R models scored: {r_path}")
+        for spec in args.specs:
+            run_model(spec, datasets, args.causes, args.splits, args.n_jobs, args.results_dir)
+    print(write_summary(args.results_dir, margins))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
