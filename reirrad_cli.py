@@ -1,11 +1,14 @@
 """The `reirrad` command: composes the commands that each package owns.
 
-Thin by design (design.md): no package imports this module. `up`, the main job, lives here
-because it is the one command that joins training (make sure a champion exists) and serving
-(serve it), which may not import each other.
+Thin by design (docs/design.md): no package imports this module. `up`, the main job, lives
+here because it is the one command that joins training (make sure a champion exists) and
+serving (serve it), which may not import each other. Every package's commands import their
+heavy dependencies inside the command, so that `reirrad --help` answers at once.
 """
 
 from __future__ import annotations
+
+import os
 
 import typer
 
@@ -44,24 +47,30 @@ def up(
 
     Training uses the quick configuration (fixed size and seed, a modern mix of schedules)
     and must pass the promotion gate's absolute limits; the API then serves the champion.
+    Without REIRRAD_API_TOKENS or REIRRAD_API_TOKEN_HASHES, a development token is created
+    once (REIRRAD_HOME/var/dev_api_token) and printed with the URL and a working curl.
     """
-    from serving.cli import serve
+    from features.paths import var_dir
+    from serving.auth import DEV_TOKEN_FILENAME, dev_token
+    from serving.cli import cli_settings, port_in_use, run_server
+    from serving.settings import ENV_API_TOKEN_HASHES, ENV_API_TOKENS
     from training.train import ensure_champion
 
+    if port_in_use(host, port):  # say it before minutes of training, not after
+        typer.echo(f"error: port {port} on {host} is in use: choose another with --port", err=True)
+        raise typer.Exit(2)
+    token = None
+    if not os.environ.get(ENV_API_TOKENS, "").strip() and not os.environ.get(
+        ENV_API_TOKEN_HASHES, ""
+    ).strip():
+        path = var_dir() / DEV_TOKEN_FILENAME
+        token = dev_token(path)
+        os.environ[ENV_API_TOKENS] = token
+        typer.echo(f"API token (development, kept in {path}): {token}")
     info = ensure_champion(tracking_uri)
     state = "trained and registered" if info.trained else "found"
     typer.echo(f"champion: reirrad-toxicity v{info.version} ({state})")
-    serve(
-        host=host,
-        port=port,
-        bundle=None,
-        bundle_sha256=None,
-        tracking_uri=tracking_uri,
-        model_name=None,
-        alias=None,
-        audit_log=None,
-        print_only=False,
-    )
+    raise typer.Exit(run_server(cli_settings(tracking_uri=tracking_uri), host, port, token))
 
 
 if __name__ == "__main__":

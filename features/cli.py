@@ -7,9 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from features.io import CohortFileError, load_table
-from features.schema import validate_table
-
 app = typer.Typer(
     help="Check cohort files against the data contract, and generate the synthetic cohort.",
     no_args_is_help=True,
@@ -35,6 +32,9 @@ def check(
     Rows are numbered from 1 over the data rows (the CSV header is not a row). Exits 0 when
     the file is valid (warnings allowed), 2 when it is not. Writes nothing.
     """
+    from features.io import CohortFileError, load_table
+    from features.schema import validate_table
+
     try:
         df = load_table(path)
     except CohortFileError as err:

@@ -45,3 +45,8 @@ ENDPOINT_LABELS: Final[dict[str, str]] = {
 EVENT_CENSORED: Final[int] = 0
 EVENT_OF_INTEREST: Final[int] = 1
 EVENT_COMPETING: Final[int] = 2
+
+DEFAULT_CALIBRATION_N: Final[int] = 20_000
+"""Simulated patients of `reirrad cohort calibrate` (the size docs/literature.md section 4 asks)."""
+DEFAULT_CALIBRATION_SEED: Final[int] = 2018
+"""The seed paper's year; any seed should pass."""

@@ -7,8 +7,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read or written: CLIs start fast
+    import pandas as pd
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 PUBLISHED_MODE = 0o644
@@ -34,6 +36,8 @@ def load_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     CSV cells are read as text (empty cells as missing) so that a word in a numeric
     column is reported by the contract rather than silently coerced by pandas.
     """
+    import pandas as pd
+
     p = Path(path)
     suffix = _suffix(p)
     if not p.is_file():

@@ -6,6 +6,7 @@ call :func:`build_features` on records validated by :mod:`features.schema`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from features.config import (
     TTR_SHORT_MONTHS,
     Endpoint,
 )
-from features.schema import INPUT_COLUMNS, OUTCOME_COLUMNS
+from features.schema import INPUT_COLUMNS, OUTCOME_COLUMNS, PatientInput
 
 RT_STAGE_NUMBER = {"rT1": 1, "rT2": 2, "rT3": 3, "rT4": 4}
 TECHNIQUES = ("2D", "3D", "IMRT", "unknown")
@@ -78,8 +79,68 @@ def eqd2(total_gy, fraction_gy, alpha_beta: float = ALPHA_BETA_GY):
     return d_total * (d_frac + alpha_beta) / (REFERENCE_FRACTION_GY + alpha_beta)
 
 
-def _missing_columns(df: pd.DataFrame, columns) -> list[str]:
-    return [c for c in columns if c not in df.columns and c != "primary_fraction_gy"]
+def _missing_columns(columns, required) -> list[str]:
+    return [c for c in required if c not in columns and c != "primary_fraction_gy"]
+
+
+def feature_matrix(columns: Mapping[str, Sequence | np.ndarray]) -> np.ndarray:
+    """The feature definitions themselves: input columns (one array each) -> (n, F) floats.
+
+    The one place the features are defined; :func:`build_features` (tables) and
+    :func:`features_from_inputs` (validated patient objects, the API) both call it. Plain
+    numpy, because at serving time a pandas table per request costs milliseconds.
+    """
+    missing = _missing_columns(columns, [c for c in INPUT_COLUMNS if c != "patient_id"])
+    if missing:
+        raise ValueError(f"build_features: missing input column(s) {missing}")
+
+    def num(name: str) -> np.ndarray:
+        return np.asarray(columns[name], dtype=float)
+
+    def flag(name: str) -> np.ndarray:
+        return np.asarray(columns[name]).astype(bool).astype(float)
+
+    n = len(columns["age_years"])
+    primary_frac = (
+        num("primary_fraction_gy") if "primary_fraction_gy" in columns else np.full(n, np.nan)
+    )
+    assumed = np.isnan(primary_frac)
+    primary_frac = np.where(assumed, ASSUMED_PRIMARY_FRACTION_GY, primary_frac)
+    primary_eqd2 = eqd2(num("primary_dose_gy"), primary_frac)
+    reirr_eqd2 = eqd2(num("reirr_dose_gy"), num("reirr_fraction_gy"))
+    ttr = num("ttr_months")
+    technique = np.asarray(columns["primary_technique"]).astype(str)
+    stage = np.array([RT_STAGE_NUMBER.get(s, np.nan) for s in columns["rt_stage"]], dtype=float)
+    if np.isnan(stage).any():
+        raise ValueError("build_features: unknown rt_stage; validate records first")
+    values = {
+        "age_years": num("age_years"),
+        "sex_male": (np.asarray(columns["sex"]) == "male").astype(float),
+        "rt_stage": stage,
+        "nodal_recurrence": flag("nodal_recurrence"),
+        "ttr_months": ttr,
+        "ttr_le_24m": (ttr <= TTR_SHORT_MONTHS).astype(float),
+        "gtv_cm3": num("gtv_cm3"),
+        "primary_eqd2_gy": primary_eqd2,
+        "primary_fraction_assumed": assumed.astype(float),
+        "primary_technique_2d": (technique == "2D").astype(float),
+        "primary_technique_3d": (technique == "3D").astype(float),
+        "primary_technique_imrt": (technique == "IMRT").astype(float),
+        "primary_technique_unknown": (technique == "unknown").astype(float),
+        "reirr_eqd2_gy": reirr_eqd2,
+        "reirr_fraction_gy": num("reirr_fraction_gy"),
+        "reirr_twice_daily": (np.asarray(columns["reirr_fractions_per_day"]).astype(int) == 2)
+        .astype(float),
+        "cumulative_eqd2_gy": primary_eqd2 + reirr_eqd2,
+        "chemotherapy": flag("chemotherapy"),
+        "brachytherapy_boost": flag("brachytherapy_boost"),
+        "prior_grade3_toxicity": flag("prior_grade3_toxicity"),
+        "preexisting_necrosis": flag("preexisting_necrosis"),
+    }
+    out = np.empty((n, len(FEATURE_COLUMNS)))
+    for j, name in enumerate(FEATURE_COLUMNS):
+        out[:, j] = values[name]
+    return out
 
 
 def build_features(df: pd.DataFrame) -> pd.DataFrame:
@@ -87,49 +148,20 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
 
     The index is kept, ``patient_id`` is dropped: the key never reaches a model.
     """
-    missing = _missing_columns(df, [c for c in INPUT_COLUMNS if c != "patient_id"])
-    if missing:
-        raise ValueError(f"build_features: missing input column(s) {missing}")
-    primary_frac = (
-        pd.to_numeric(df["primary_fraction_gy"], errors="raise")
-        if "primary_fraction_gy" in df.columns
-        else pd.Series(np.nan, index=df.index)
-    )
-    assumed = primary_frac.isna()
-    primary_frac = primary_frac.fillna(ASSUMED_PRIMARY_FRACTION_GY)
-    primary_eqd2 = eqd2(df["primary_dose_gy"].astype(float), primary_frac)
-    reirr_eqd2 = eqd2(df["reirr_dose_gy"].astype(float), df["reirr_fraction_gy"].astype(float))
-    ttr = df["ttr_months"].astype(float)
-    technique = df["primary_technique"].astype(str)
-    out = pd.DataFrame(
-        {
-            "age_years": df["age_years"].astype(float),
-            "sex_male": (df["sex"] == "male").astype(float),
-            "rt_stage": df["rt_stage"].map(RT_STAGE_NUMBER).astype(float),
-            "nodal_recurrence": df["nodal_recurrence"].astype(bool).astype(float),
-            "ttr_months": ttr,
-            "ttr_le_24m": (ttr <= TTR_SHORT_MONTHS).astype(float),
-            "gtv_cm3": df["gtv_cm3"].astype(float),
-            "primary_eqd2_gy": primary_eqd2,
-            "primary_fraction_assumed": assumed.astype(float),
-            "primary_technique_2d": (technique == "2D").astype(float),
-            "primary_technique_3d": (technique == "3D").astype(float),
-            "primary_technique_imrt": (technique == "IMRT").astype(float),
-            "primary_technique_unknown": (technique == "unknown").astype(float),
-            "reirr_eqd2_gy": reirr_eqd2,
-            "reirr_fraction_gy": df["reirr_fraction_gy"].astype(float),
-            "reirr_twice_daily": (df["reirr_fractions_per_day"].astype(int) == 2).astype(float),
-            "cumulative_eqd2_gy": primary_eqd2 + reirr_eqd2,
-            "chemotherapy": df["chemotherapy"].astype(bool).astype(float),
-            "brachytherapy_boost": df["brachytherapy_boost"].astype(bool).astype(float),
-            "prior_grade3_toxicity": df["prior_grade3_toxicity"].astype(bool).astype(float),
-            "preexisting_necrosis": df["preexisting_necrosis"].astype(bool).astype(float),
-        },
-        index=df.index,
-    )
-    if out["rt_stage"].isna().any():
-        raise ValueError("build_features: unknown rt_stage; validate records first")
-    return out[list(FEATURE_COLUMNS)]
+    columns = {c: df[c].to_numpy() for c in INPUT_COLUMNS if c in df.columns}
+    return pd.DataFrame(feature_matrix(columns), index=df.index, columns=list(FEATURE_COLUMNS))
+
+
+def features_from_inputs(patients: Sequence[PatientInput]) -> pd.DataFrame:
+    """Features of patient objects already validated by the contract (no second validation).
+
+    The API validates each request once, with the contract's own model; this goes straight
+    to the feature definitions, without the table round trip of :func:`build_features`.
+    """
+    columns = {
+        c: [getattr(p, c) for p in patients] for c in INPUT_COLUMNS if c != "patient_id"
+    }
+    return pd.DataFrame(feature_matrix(columns), columns=list(FEATURE_COLUMNS))
 
 
 def encode_endpoint(df: pd.DataFrame, endpoint: Endpoint) -> np.ndarray:

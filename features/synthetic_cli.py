@@ -7,20 +7,17 @@ app by :func:`register`, so each module keeps one job.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from features.calibration import (
-    DEFAULT_CALIBRATION_N,
-    DEFAULT_CALIBRATION_SEED,
-    CalibrationRow,
-    all_targets_hold,
-    calibration_table,
-)
-from features.io import CohortFileError, write_table
-from features.synthetic import simulate_cohort
+from features.config import DEFAULT_CALIBRATION_N, DEFAULT_CALIBRATION_SEED
+
+if TYPE_CHECKING:  # the simulator (numpy, pandas, scipy) is imported by the commands
+    from rich.table import Table
+
+    from features.calibration import CalibrationRow
 
 EXIT_TARGET_MISSED = 1
 EXIT_BAD_ARGUMENT = 2
@@ -45,6 +42,9 @@ def synth(
 
     The file is written atomically; the same --n, --seed and options give the same bytes.
     """
+    from features.io import CohortFileError, write_table
+    from features.synthetic import simulate_cohort
+
     df = simulate_cohort(n, seed, twice_daily_share=twice_daily_share)
     try:
         path = write_table(df, out)
@@ -60,6 +60,8 @@ def _fmt(row: CalibrationRow, value: float) -> str:
 
 def render_table(rows: list[CalibrationRow], title: str) -> Table:
     """The calibration rows as a rich table (shared by the command and the datasheet)."""
+    from rich.table import Table
+
     table = Table(title=title)
     for col, justify in (
         ("target", "left"),
@@ -86,6 +88,8 @@ def calibrate(
     Prints each target, the simulated value, the tolerance and whether it holds; exits 1 if
     any target is missed ("info" rows are context and never fail).
     """
+    from features.calibration import all_targets_hold, calibration_table
+
     rows = calibration_table(n, seed)
     out = Console(highlight=False, width=max(console.width, TABLE_MIN_WIDTH))
     out.print(render_table(rows, f"synthetic cohort vs published targets (n={n}, seed={seed})"))

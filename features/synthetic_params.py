@@ -1,7 +1,7 @@
 """Every parameter of the synthetic cohort's data-generating process, in one place.
 
 Each field says its value's source: the seed paper (Kong et al., BMC Cancer 2018; tables of
-``/work/shared/literature.md`` section 1), another study (section 2), a calibration target
+``docs/literature.md`` section 1), another study (section 2), a calibration target
 (section 4, fitted by ``benchmarks/calibrate_dgp.py`` and frozen here), or ASSUMED (ours;
 change it freely). Nothing is re-fitted at run time: the defaults are constants.
 

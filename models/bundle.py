@@ -20,11 +20,21 @@ import pandas as pd
 
 from features.config import ENDPOINTS, HORIZONS_MONTHS
 from features.io import atomic_path
-from features.pipeline import FEATURE_COLUMNS, build_features
-from features.schema import validated_frame
+from features.pipeline import FEATURE_COLUMNS, build_features, features_from_inputs
+from features.schema import PatientInput, validated_frame
 from features.timegrid import TimeGrid
+from models.uncertainty import DEFAULT_LEVEL, forest_interval, ij_variance, normal_quantile
 
 BUNDLE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DifferenceInterval:
+    """Each row's CIF minus the reference row's, with a confidence interval, each (n, T)."""
+
+    estimate: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 class BundleIntegrityError(RuntimeError):
@@ -81,6 +91,10 @@ class ModelBundle:
         """Validate raw records with the contract and build the model's features."""
         return build_features(validated_frame(records, require_outcomes=False))
 
+    def features_from_inputs(self, patients: list[PatientInput]) -> pd.DataFrame:
+        """Features of patient objects the contract already validated (the API's path)."""
+        return features_from_inputs(patients)
+
     def predict_cif_features(self, X: pd.DataFrame, times=None) -> dict[str, np.ndarray]:
         """CIF of each endpoint's event, shape (n, len(times)), from built features."""
         t = self.grid.points if times is None else self.grid.check_horizons(times)
@@ -103,17 +117,84 @@ class ModelBundle:
     def applicability_warnings(self, X: pd.DataFrame) -> list[list[str]]:
         """Per patient, the features that lie outside the training data's range."""
         ranges = self.training_summary.get("feature_ranges", {})
-        notes: list[list[str]] = []
-        for _, row in X.iterrows():
-            mine = []
-            for c, r in ranges.items():
-                v = float(row[c])
-                if v < r["min"] or v > r["max"]:
-                    mine.append(
-                        f"{c}={v:g} is outside the training range [{r['min']:g}, {r['max']:g}]"
-                    )
-            notes.append(mine)
+        notes: list[list[str]] = [[] for _ in range(len(X))]
+        for c, r in ranges.items():
+            values = X[c].to_numpy(dtype=float)
+            for i in np.flatnonzero((values < r["min"]) | (values > r["max"])):
+                notes[i].append(
+                    f"{c}={values[i]:g} is outside the training range [{r['min']:g}, {r['max']:g}]"
+                )
         return notes
+
+    # -- uncertainty ------------------------------------------------------------------
+    # The serving code asks the bundle, never a model, for intervals: when per-patient
+    # intervals built at training time land (models/intervals.py), only these two methods
+    # change. Today they are the forests' infinitesimal-jackknife intervals.
+    def risk_intervals(
+        self,
+        X: pd.DataFrame,
+        times,
+        cif: dict[str, np.ndarray] | None = None,
+        level: float = DEFAULT_LEVEL,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(lower, upper) of each endpoint's CIF at ``times``, each (n, len(times)).
+
+        Guaranteed: 0 <= lower <= cif <= upper <= 1 and both bounds non-decreasing in time.
+        The pointwise intervals are turned into that envelope on the whole grid (upper: the
+        running maximum; lower: the running minimum from the right), which only widens them,
+        and then read at ``times``. ``cif``: this bundle's ``predict_cif_features(X, times)``
+        when the caller has it already (the bounds are ordered around exactly these values).
+        """
+        t = self.grid.check_horizons(times)
+        cif = self.predict_cif_features(X, t) if cif is None else cif
+        cols = self.grid.index_of(t)
+        out = {}
+        for e, model in self.models.items():
+            band = forest_interval(model, X, self.grid.points, level=level)
+            upper = np.maximum.accumulate(band.upper, axis=1)
+            lower = np.minimum.accumulate(band.lower[:, ::-1], axis=1)[:, ::-1]
+            lower = np.where(cols >= 0, lower[:, np.maximum(cols, 0)], 0.0)
+            upper = np.where(cols >= 0, upper[:, np.maximum(cols, 0)], 0.0)
+            c = np.asarray(cif[e], dtype=float)
+            lower = np.clip(np.minimum(lower, c), 0.0, 1.0)
+            out[e] = (lower, np.clip(np.maximum(upper, c), 0.0, 1.0))
+        return out
+
+    def paired_difference_intervals(
+        self,
+        X: pd.DataFrame,
+        times,
+        reference: int = 0,
+        cif: dict[str, np.ndarray] | None = None,
+        level: float = DEFAULT_LEVEL,
+    ) -> dict[str, DifferenceInterval]:
+        """Each row's CIF minus row ``reference``'s (the same patient under two plans), with the
+        interval of that *paired* difference, per endpoint.
+
+        Two overlapping marginal intervals say nothing about a difference whose two terms
+        share most of their error. For a forest the paired difference is itself a bagged
+        estimate, the mean over trees of each tree's difference, so the infinitesimal
+        jackknife applies to it unchanged (Wager, Hastie & Efron 2014): the trees' per-row
+        predictions are paired by tree before the variance is taken.
+        """
+        t = self.grid.check_horizons(times)
+        cif = self.predict_cif_features(X, t) if cif is None else cif
+        cols = self.grid.index_of(t)
+        out = {}
+        for e, model in self.models.items():
+            per_tree = model.predict_cif_per_tree(X)  # (B, n, G) on the grid
+            diff = per_tree - per_tree[:, [reference], :]
+            se = np.sqrt(ij_variance(diff, model.inbag_counts_))
+            se_at = np.where(cols >= 0, se[:, np.maximum(cols, 0)], 0.0)
+            c = np.asarray(cif[e], dtype=float)
+            estimate = c - c[[reference]]
+            half = normal_quantile(level) * se_at  # a difference lies in [-1, 1]
+            lower = np.clip(estimate - half, -1.0, 1.0)
+            upper = np.clip(estimate + half, -1.0, 1.0)
+            out[e] = DifferenceInterval(
+                estimate, np.minimum(lower, estimate), np.maximum(upper, estimate)
+            )
+        return out
 
     # -- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> str:

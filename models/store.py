@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.paths import default_tracking_uri
-from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
+
+if TYPE_CHECKING:  # the bundle (numpy, pandas, joblib) is loaded only when a model is
+    from models.bundle import ModelBundle
 
 MODEL_NAME = "reirrad-toxicity"
 CHAMPION_ALIAS = "champion"
@@ -68,6 +70,7 @@ def load_champion(
 
     import mlflow
     from mlflow import MlflowClient
+    from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -107,7 +110,6 @@ def load_champion(
 
 
 __all__ = [
-    "BundleIntegrityError",
     "ModelNotFoundError",
     "load_champion",
     "resolve_tracking_uri",

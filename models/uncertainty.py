@@ -103,6 +103,13 @@ def ij_variance(
     return np.maximum(corrected, monte_carlo)
 
 
+def normal_quantile(level: float = DEFAULT_LEVEL) -> float:
+    """z of a two-sided normal interval of ``level`` (1.96 for 95 %)."""
+    if not 0 < level < 1:
+        raise ValueError("level must be in (0, 1)")
+    return float(norm.ppf(0.5 + level / 2))
+
+
 def interval(
     estimate: np.ndarray,
     variance: np.ndarray,
@@ -110,9 +117,7 @@ def interval(
     scale: Scale = "linear",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(se, lower, upper) of a normal interval on ``scale``, mapped back to [0, 1]."""
-    if not 0 < level < 1:
-        raise ValueError("level must be in (0, 1)")
-    z = norm.ppf(0.5 + level / 2)
+    z = normal_quantile(level)
     est = np.asarray(estimate, dtype=float)
     se = np.sqrt(np.asarray(variance, dtype=float))
     if scale == "linear":

@@ -1,192 +1,231 @@
-"""The append-only audit log: one JSON line per scoring call, chained by SHA-256.
+"""The audit trail: one record per call, in a database, chained with a keyed hash and sealed.
 
-Each line records when, which request, which model (version and bundle hash) and what was
-returned, for each patient under a keyed hash of the patient key (HMAC-SHA256 with a secret
-salt): never the raw ``patient_id``, nor any other identifier. An auditor who holds the salt
-can find a patient's calls (:func:`find_patient`); nobody can read keys back from the log.
+Every API call (answered or refused, ``/model_info`` included; health probes excepted) and
+every offline ``reirrad score`` adds one record: time, request id, route, HTTP status, caller
+(a token id, never the token), the model (name, version, bundle hash prefix), each patient's
+key as a keyed hash, a keyed hash of the input, and the outputs without identifiers. Refused
+calls carry no patient keys, input hash or outputs: a refusal records that it happened, never
+what was sent.
 
-Every line carries the SHA-256 of the line before it (``prev_sha256``), so that
-:func:`verify_log` detects a line edited, removed or inserted after the fact. Lines are written
-with one ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flock`` and then
-``fsync``-ed, so concurrent workers neither interleave nor break the chain, and a call is not
-answered before its line is on disk (the service fails closed when the log cannot be written).
+Storage: SQLAlchemy Core on ``REIRRAD_AUDIT_DB``, a SQLite file in WAL mode by default
+(``<REIRRAD_HOME>/var/audit.db``) or a PostgreSQL URL when several replicas share one trail.
+Appends are serialised across processes by the database itself (SQLite: ``BEGIN IMMEDIATE``;
+PostgreSQL: a row lock on the head), so any number of workers extend one chain.
+
+Integrity: record n carries ``mac_n = HMAC(chain_key, canonical JSON of the record, its
+sequence number and mac_{n-1})``. A head row holds the last sequence number and mac, sealed
+by ``HMAC(chain_key, "head:<seq>:<mac>")``; the record and the new seal are committed in one
+transaction, before the API answers. :meth:`AuditTrail.verify` therefore detects a record
+edited, inserted, reordered or removed, the last one included (the seal names it). What a
+keyed chain cannot see on its own is the whole database rolled back to an earlier sealed
+state: ``reirrad audit head`` prints the head for an operator to anchor elsewhere, and
+``reirrad audit verify --anchor SEQ:MAC`` proves the trail still contains that state.
+
+Keys: one master key, from ``REIRRAD_AUDIT_KEY`` or a key file kept outside the database
+(default ``<REIRRAD_HOME>/var/audit.key``, created once, mode 0600). Separate keys are
+derived from it for the chain, for patient keys and for input hashes. The database remembers
+the key's fingerprint and refuses another key, so that a misconfigured host never silently
+starts a second chain. This replaces the JSON-lines log (``REIRRAD_AUDIT_LOG``,
+``--audit-log``) and its ``.salt`` file.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.schemas import EndpointRisk, ModelRef, PatientScore, PlanScore
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-GENESIS_HASH = "0" * 64
-"""``prev_sha256`` of the first line."""
-SALT_BYTES = 32
-SALT_FILE_SUFFIX = ".salt"
-FILE_MODE = 0o600
-TAIL_CHUNK = 1 << 16
+GENESIS_MAC = "0" * 64
+"""``prev_mac`` of the first record (and the head's mac before any record)."""
+KEY_BYTES = 32
+MIN_KEY_CHARS = 16
+KEY_FILE_MODE = 0o600
+FORMAT_VERSION = "1"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a writer waits for another process's transaction before giving up."""
 FORBIDDEN_KEYS = frozenset({"patient_id", "patient_ids", "patient_name", "mrn", "hospital_number"})
-"""Field names that must never appear in a log line (identifiers)."""
-REQUIRED_KEYS = ("ts", "request_id", "endpoint", "model", "patients", "prev_sha256")
+"""Field names that must never appear in a record (identifiers)."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHAIN_LABEL = b"reirrad-audit-chain"
+_SUBJECT_LABEL = b"reirrad-audit-patient-key"
+_INPUT_LABEL = b"reirrad-audit-input"
+_KEY_ID_LABEL = b"reirrad-audit-key-id"
+KEY_ID_CHARS = 16
+
+metadata = MetaData()
+meta_table = Table(
+    "audit_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+record_table = Table(
+    "audit_record",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("caller", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("prev_mac", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+)
+head_table = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("mac", String(64), nullable=False),
+    Column("seal", String(64), nullable=False),
+)
+HEAD_ID = 1
+DENORMALISED = ("ts", "request_id", "route", "status", "caller")
+"""Record fields copied into their own columns for queries; verify checks them too."""
 
 
-# ---------------------------------------------------------------------------- the key hash
-def hash_patient_key(patient_id: str, salt: bytes) -> str:
-    """Keyed SHA-256 (HMAC) of a patient key: stable for one salt, useless without it."""
-    return hmac.new(salt, patient_id.strip().encode("utf-8"), hashlib.sha256).hexdigest()
+class AuditError(RuntimeError):
+    """The audit trail cannot be used (key, database); the service fails closed."""
 
 
-def resolve_salt(salt: str | None, log_path: str | os.PathLike[str]) -> bytes:
-    """The configured salt, else the one in ``<log>.salt`` (created once, mode 0600)."""
-    if salt:
-        return salt.encode("utf-8")
-    path = Path(f"{log_path}{SALT_FILE_SUFFIX}")
+# ------------------------------------------------------------------------------- keys
+@dataclass(frozen=True)
+class AuditKey:
+    """The master key and the keys derived from it (one per purpose)."""
+
+    master: bytes
+
+    def _derive(self, label: bytes) -> bytes:
+        return hmac.new(self.master, label, hashlib.sha256).digest()
+
+    @property
+    def chain(self) -> bytes:
+        return self._derive(_CHAIN_LABEL)
+
+    @property
+    def key_id(self) -> str:
+        """A fingerprint of the key (safe to store and show)."""
+        return hmac.new(self.master, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:KEY_ID_CHARS]
+
+    def patient_key(self, patient_id: str) -> str:
+        """Keyed hash of a patient key: stable for one audit key, useless without it."""
+        return hmac.new(
+            self._derive(_SUBJECT_LABEL), patient_id.strip().encode("utf-8"), hashlib.sha256
+        ).hexdigest()
+
+    def input_mac(self, data: bytes) -> str:
+        """Keyed hash of a request's input (inputs have little entropy: a plain hash of them
+        could be reversed by trying every plausible patient)."""
+        return hmac.new(self._derive(_INPUT_LABEL), data, hashlib.sha256).hexdigest()
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new random key at ``path`` atomically, unless one is there already."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        pass
-    else:
+        os.fchmod(fd, KEY_FILE_MODE)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(SALT_BYTES))
+            fh.write(secrets.token_hex(KEY_BYTES) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-    value = path.read_text().strip()
-    if not value:
-        raise RuntimeError(f"{path}: empty audit salt file")
-    return value.encode("utf-8")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # atomic, and fails if another process made one first
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------- entries
-def risk_summary(risks: Sequence[EndpointRisk]) -> dict[str, dict[str, float]]:
-    """``{endpoint: {"<h>": cif}}`` at the requested horizons (curves are not logged)."""
-    return {
-        r.endpoint: {f"{h:g}": c for h, c in zip(r.horizons_months, r.cif, strict=True)}
-        for r in risks
-    }
+def load_audit_key(secret: str | None, key_file: str | os.PathLike[str]) -> AuditKey:
+    """The key from ``secret`` (``REIRRAD_AUDIT_KEY``) or from ``key_file`` (created once)."""
+    if secret:
+        if len(secret) < MIN_KEY_CHARS:
+            raise AuditError(f"REIRRAD_AUDIT_KEY is too short (at least {MIN_KEY_CHARS} chars)")
+        return AuditKey(secret.encode("utf-8"))
+    path = Path(key_file)
+    if not path.exists():
+        _create_key_file(path)
+    try:
+        value = path.read_text().strip()
+    except OSError as err:
+        raise AuditError(f"audit key file {path} cannot be read: {err.strerror}") from err
+    if len(value) < MIN_KEY_CHARS:
+        raise AuditError(f"audit key file {path} holds no usable key")
+    return AuditKey(value.encode("utf-8"))
 
 
-def _line_hash(line: bytes) -> str:
-    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+# --------------------------------------------------------------------------- database
+def database_url(value: str) -> str:
+    """``REIRRAD_AUDIT_DB`` as a SQLAlchemy URL: a URL as given (``postgresql://`` uses
+    psycopg 3), anything else a path to a SQLite file."""
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix):]
+    return value
 
 
-def _last_line(path: Path) -> bytes | None:
-    """The file's last non-empty line, read backwards from the end (logs grow large)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        end = fh.tell()
-        buf = b""
-        pos = end
-        while pos > 0:
-            step = min(TAIL_CHUNK, pos)
-            pos -= step
-            fh.seek(pos)
-            buf = fh.read(step) + buf
-            stripped = buf.rstrip(b"\n")
-            if b"\n" in stripped:
-                return stripped.rsplit(b"\n", 1)[1]
-        stripped = buf.rstrip(b"\n")
-        return stripped or None
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-class AuditLog:
-    """Appends one chained JSON line per scoring call."""
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
-    def __init__(self, path: str | os.PathLike[str], salt: bytes) -> None:
-        if not salt:
-            raise ValueError("audit salt must not be empty")
-        self.path = Path(path)
-        self._salt = salt
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLAlchemy's recipe for real transactions on pysqlite: the driver's own BEGIN is
+        # switched off and ours takes the write lock up front (BEGIN IMMEDIATE), so that two
+        # processes cannot both read the same head and append after it.
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a committed record survives power loss
+            cur.close()
 
-    def key(self, patient_id: str) -> str:
-        return hash_patient_key(patient_id, self._salt)
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Write ``entry`` (plus ``ts`` if absent and ``prev_sha256``); return what was written."""
-        _check_no_identifiers(entry)
-        with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                last = _last_line(self.path)
-                full = {"ts": datetime.now(UTC).isoformat(timespec="microseconds")} | entry
-                full["prev_sha256"] = GENESIS_HASH if last is None else _line_hash(last)
-                data = (json.dumps(full, sort_keys=True, separators=(",", ":")) + "\n").encode()
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-        return full
+        return engine
+    return create_engine(url, pool_pre_ping=True)
 
-    def record_scores(
-        self, endpoint: str, request_id: str, model: ModelRef, scores: Sequence[PatientScore]
-    ) -> dict[str, Any]:
-        """Log a /score or /score_batch call (or an offline file scoring)."""
-        return self.append(
-            {
-                "request_id": request_id,
-                "endpoint": endpoint,
-                "model": model.model_dump(),
-                "patients": [
-                    {
-                        "key_sha256": self.key(s.patient_id),
-                        "cif": risk_summary(s.risks),
-                        "n_assumed": len(s.assumed),
-                        "n_warnings": len(s.warnings),
-                    }
-                    for s in scores
-                ],
-            }
-        )
 
-    def record_plans(
-        self,
-        endpoint: str,
-        request_id: str,
-        model: ModelRef,
-        patient_id: str,
-        plans: Sequence[PlanScore],
-    ) -> dict[str, Any]:
-        """Log a /compare_plans call: one patient key, each plan's dose and risks."""
-        return self.append(
-            {
-                "request_id": request_id,
-                "endpoint": endpoint,
-                "model": model.model_dump(),
-                "patients": [{"key_sha256": self.key(patient_id)}],
-                "plans": [
-                    {
-                        "plan_index": p.plan_index,
-                        "reirr_dose_gy": p.reirr_dose_gy,
-                        "reirr_fraction_gy": p.reirr_fraction_gy,
-                        "reirr_fractions_per_day": p.reirr_fractions_per_day,
-                        "reirr_eqd2_gy": p.reirr_eqd2_gy,
-                        "cumulative_eqd2_gy": p.cumulative_eqd2_gy,
-                        "cif": risk_summary(p.risks),
-                        "n_warnings": len(p.warnings),
-                    }
-                    for p in plans
-                ],
-            }
-        )
+def canonical_json(obj: Any) -> str:
+    """The one serialisation the macs are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
 
 
 def _walk_keys(obj: Any) -> Iterator[str]:
@@ -199,40 +238,62 @@ def _walk_keys(obj: Any) -> Iterator[str]:
             yield from _walk_keys(v)
 
 
-def _check_no_identifiers(entry: dict[str, Any]) -> None:
-    bad = sorted(set(_walk_keys(entry)) & FORBIDDEN_KEYS)
-    if bad:
-        raise ValueError(f"audit entry carries identifier field(s) {bad}; hash them first")
+def identifier_fields(entry: Mapping[str, Any]) -> list[str]:
+    """Forbidden identifier field names found anywhere in ``entry``."""
+    return sorted(set(_walk_keys(dict(entry))) & FORBIDDEN_KEYS)
 
 
-# ---------------------------------------------------------------------------- reading
-def read_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """The log's entries in order (a malformed line raises ``ValueError`` with its number)."""
-    with open(path, "rb") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"line {n}: not JSON ({err.msg})") from err
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def find_patient(
-    path: str | os.PathLike[str], patient_id: str, salt: bytes
-) -> list[dict[str, Any]]:
-    """Entries that concern one patient (for an auditor who holds the salt)."""
-    key = hash_patient_key(patient_id, salt)
-    return [
-        e for e in read_entries(path) if any(p.get("key_sha256") == key for p in e["patients"])
-    ]
+@dataclass(frozen=True)
+class AuditRecord:
+    """What one call leaves in the trail (before sequence number and macs)."""
+
+    request_id: str
+    route: str
+    status: int
+    caller: str
+    model: dict[str, Any] | None = None
+    patient_keys: list[str] = field(default_factory=list)
+    input_mac: str | None = None
+    outputs: dict[str, Any] | None = None
+    ts: str = field(default_factory=now_utc)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ts": self.ts,
+            "request_id": self.request_id,
+            "route": self.route,
+            "status": int(self.status),
+            "caller": self.caller,
+            "model": self.model,
+            "patient_keys": list(self.patient_keys),
+            "input_mac": self.input_mac,
+            "outputs": self.outputs,
+        }
+
+
+@dataclass(frozen=True)
+class Head:
+    """The sealed head of the chain: what an operator anchors elsewhere."""
+
+    seq: int
+    mac: str
+    seal: str
+
+    @property
+    def anchor(self) -> str:
+        return f"{self.seq}:{self.mac}"
 
 
 @dataclass
 class AuditCheck:
-    """The result of :func:`verify_log`."""
+    """The result of :meth:`AuditTrail.verify`."""
 
-    n_entries: int = 0
+    n_records: int = 0
+    head: Head | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -240,35 +301,282 @@ class AuditCheck:
         return not self.problems
 
 
-def verify_log(path: str | os.PathLike[str]) -> AuditCheck:
-    """Check every line: JSON, required fields, hashed keys only, and the unbroken chain."""
-    check = AuditCheck()
-    prev = GENESIS_HASH
-    with open(path, "rb") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                check.problems.append(f"line {n}: empty line")
-                continue
-            check.n_entries += 1
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                check.problems.append(f"line {n}: not JSON ({err.msg})")
-                prev = _line_hash(line)
-                continue
-            missing = [k for k in REQUIRED_KEYS if k not in entry]
-            if missing:
-                check.problems.append(f"line {n}: missing field(s) {missing}")
-            if entry.get("prev_sha256") != prev:
-                check.problems.append(
-                    f"line {n}: chain broken (prev_sha256 does not match line {n - 1}): "
-                    "a line was changed, removed or inserted"
+class AuditTrail:
+    """Appends sealed, chained records to the audit database; verifies and reads them."""
+
+    def __init__(self, url: str, key: AuditKey) -> None:
+        self.url = database_url(url)
+        self.key = key
+        self._chain_key = key.chain
+        try:
+            self.engine = _make_engine(self.url)
+            metadata.create_all(self.engine)
+            self._initialise()
+        except AuditError:
+            raise
+        except Exception as err:  # any driver error: say where, not a driver traceback
+            raise AuditError(
+                f"audit database {redacted_url(self.url)} unavailable: "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            ) from err
+
+    def _seal(self, seq: int, mac: str) -> str:
+        return hmac.new(self._chain_key, f"head:{seq}:{mac}".encode(), hashlib.sha256).hexdigest()
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._chain_key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _initialise(self) -> None:
+        """Record the key's fingerprint and create the head (once, whoever comes first)."""
+        with self.engine.begin() as conn:
+            rows = dict(conn.execute(select(meta_table.c.name, meta_table.c.value)).all())
+            if "key_id" in rows and rows["key_id"] != self.key.key_id:
+                raise AuditError(
+                    f"the audit key does not match {redacted_url(self.url)} (key "
+                    f"{self.key.key_id} here, {rows['key_id']} there): refusing to start "
+                    "a second chain; set REIRRAD_AUDIT_KEY or REIRRAD_AUDIT_KEY_FILE"
                 )
-            bad = sorted(set(_walk_keys(entry)) & FORBIDDEN_KEYS)
+            try:
+                with conn.begin_nested():
+                    if "key_id" not in rows:
+                        conn.execute(
+                            insert(meta_table),
+                            [{"name": "key_id", "value": self.key.key_id},
+                             {"name": "format", "value": FORMAT_VERSION}],
+                        )
+                    if conn.execute(select(head_table.c.id)).first() is None:
+                        conn.execute(
+                            insert(head_table).values(
+                                id=HEAD_ID, seq=0, mac=GENESIS_MAC,
+                                seal=self._seal(0, GENESIS_MAC),
+                            )
+                        )
+            except IntegrityError:
+                pass  # another process initialised it at the same moment
+
+    # ----------------------------------------------------------------------- writing
+    def patient_key(self, patient_id: str) -> str:
+        return self.key.patient_key(patient_id)
+
+    def input_mac(self, data: bytes) -> str:
+        return self.key.input_mac(data)
+
+    def append(self, record: AuditRecord) -> int:
+        """Add ``record`` and move the sealed head, in one transaction; return its number."""
+        return self.append_many([record])[-1]
+
+    def append_many(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Add ``records`` in order and move the sealed head once, in one transaction."""
+        entries = [r.as_dict() for r in records]
+        for entry in entries:
+            bad = identifier_fields(entry)
             if bad:
-                check.problems.append(f"line {n}: identifier field(s) {bad}")
-            for p in entry.get("patients", []):
-                if not _HEX64.match(str(p.get("key_sha256", ""))):
-                    check.problems.append(f"line {n}: a patient key is not a SHA-256 hash")
-            prev = _line_hash(line)
-    return check
+                raise ValueError(f"audit record carries identifier field(s) {bad}; hash them")
+        with self.engine.begin() as conn:
+            head = conn.execute(
+                select(head_table.c.seq, head_table.c.mac)
+                .where(head_table.c.id == HEAD_ID)
+                .with_for_update()
+            ).one()
+            seq, prev, rows = int(head.seq), head.mac, []
+            for entry in entries:
+                seq += 1
+                body = canonical_json(entry | {"seq": seq, "prev_mac": prev})
+                mac = self._mac(body)
+                rows.append({"seq": seq, "body": body, "prev_mac": prev, "mac": mac,
+                             **{k: entry[k] for k in DENORMALISED}})
+                prev = mac
+            conn.execute(insert(record_table), rows)
+            conn.execute(
+                update(head_table)
+                .where(head_table.c.id == HEAD_ID)
+                .values(seq=seq, mac=prev, seal=self._seal(seq, prev))
+            )
+        return [r["seq"] for r in rows]
+
+    # ----------------------------------------------------------------------- reading
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(head_table.c.seq, head_table.c.mac, head_table.c.seal)
+                .where(head_table.c.id == HEAD_ID)
+            ).one()
+        return Head(int(row.seq), row.mac, row.seal)
+
+    def records(self, last: int | None = None, patient_id: str | None = None) -> list[dict]:
+        """Records in order (the last ``last``; only one patient's when ``patient_id``)."""
+        query = select(record_table.c.body).order_by(record_table.c.seq.desc())
+        if patient_id is not None:
+            query = query.where(record_table.c.body.contains(self.patient_key(patient_id)))
+        if last:
+            query = query.limit(last)
+        with self.engine.connect() as conn:
+            bodies = [r.body for r in conn.execute(query)]
+        return [json.loads(b) for b in reversed(bodies)]
+
+    def verify(self, anchor: str | None = None) -> AuditCheck:
+        """Check every record's mac and link, the seal of the head, and an optional anchor.
+
+        ``anchor``: ``"SEQ:MAC"`` as printed by ``reirrad audit head`` at some earlier time; the
+        trail must still hold that record with that mac (no rollback past it).
+        """
+        check = AuditCheck()
+        prev_mac, expect_seq = GENESIS_MAC, 1
+        anchor_seq, anchor_mac = _parse_anchor(anchor) if anchor else (None, None)
+        anchor_seen = False
+        with self.engine.connect() as conn:
+            head_row = conn.execute(
+                select(head_table.c.seq, head_table.c.mac, head_table.c.seal)
+                .where(head_table.c.id == HEAD_ID)
+            ).first()
+            rows = conn.execute(select(record_table).order_by(record_table.c.seq))
+            for row in rows:
+                check.n_records += 1
+                check.problems.extend(self._check_row(row, expect_seq, prev_mac))
+                if anchor_seq is not None and int(row.seq) == anchor_seq:
+                    anchor_seen = True
+                    if row.mac != anchor_mac:
+                        check.problems.append(
+                            f"record {row.seq}: differs from the anchor: the trail was "
+                            "rewritten after the anchor was taken"
+                        )
+                prev_mac, expect_seq = row.mac, int(row.seq) + 1
+        last_seq = expect_seq - 1
+        if head_row is None:
+            check.problems.append("the sealed head is missing")
+        else:
+            check.head = Head(int(head_row.seq), head_row.mac, head_row.seal)
+            if not hmac.compare_digest(head_row.seal, self._seal(int(head_row.seq), head_row.mac)):
+                check.problems.append("the head's seal is invalid: the head was altered")
+            if int(head_row.seq) != last_seq or head_row.mac != prev_mac:
+                check.problems.append(
+                    f"the sealed head names record {head_row.seq} but the trail ends at record "
+                    f"{last_seq}: records were removed from (or added to) the end"
+                )
+        if anchor_seq is not None and not anchor_seen:
+            check.problems.append(
+                f"anchor record {anchor_seq} is not in the trail: it was rolled back or truncated"
+            )
+        return check
+
+    def _check_row(self, row, expect_seq: int, prev_mac: str) -> list[str]:
+        n = int(row.seq)
+        problems = []
+        if n != expect_seq:
+            problems.append(
+                f"record {n}: expected record {expect_seq} here: records were removed or inserted"
+            )
+        if row.prev_mac != prev_mac:
+            problems.append(
+                f"record {n}: does not follow the record before it: a record was removed, "
+                "inserted or reordered"
+            )
+        if not hmac.compare_digest(row.mac, self._mac(row.body)):
+            problems.append(f"record {n}: its content does not match its mac: it was edited")
+        try:
+            body = json.loads(row.body)
+        except json.JSONDecodeError:
+            return [*problems, f"record {n}: its content is not JSON"]
+        if body.get("seq") != n or body.get("prev_mac") != row.prev_mac:
+            problems.append(f"record {n}: its number or link was changed")
+        changed = [k for k in DENORMALISED if body.get(k) != getattr(row, k)]
+        if changed:
+            problems.append(f"record {n}: column(s) {changed} were edited")
+        bad = identifier_fields(body)
+        if bad:
+            problems.append(f"record {n}: identifier field(s) {bad}")
+        if any(not _HEX64.match(str(k)) for k in body.get("patient_keys", [])):
+            problems.append(f"record {n}: a patient key is not a keyed hash")
+        return problems
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@dataclass
+class _Pending:
+    record: AuditRecord
+    seq: int | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class GroupCommitWriter:
+    """Many request threads, one committing at a time, each commit carrying every record that
+    arrived meanwhile (group commit, as databases do for their own logs).
+
+    A durable commit costs an fsync (milliseconds on a busy disk) and appends are serialised
+    by the chain, so committing one record per transaction would cap a worker at one call per
+    fsync. Here the first caller to find no commit running becomes the leader and commits all
+    pending records in one transaction (:meth:`AuditTrail.append_many`); the others wait for
+    it. Every caller still returns only once its own record is committed.
+    """
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._committing = False
+
+    def append(self, record: AuditRecord) -> int:
+        """Commit ``record`` (possibly with others); return its number once it is durable."""
+        mine = _Pending(record)
+        with self._cond:
+            self._pending.append(mine)
+            while not mine.done and self._committing:
+                self._cond.wait()
+            if mine.done:
+                return self._result(mine)
+            self._committing = True
+            batch, self._pending = self._pending, []
+        try:
+            seqs = self.trail.append_many([p.record for p in batch])
+        except BaseException as err:  # every waiter of this batch learns it failed
+            for p in batch:
+                p.error = err
+        else:
+            for p, seq in zip(batch, seqs, strict=True):
+                p.seq = seq
+        with self._cond:
+            for p in batch:
+                p.done = True
+            self._committing = False
+            self._cond.notify_all()
+        return self._result(mine)
+
+    @staticmethod
+    def _result(p: _Pending) -> int:
+        if p.error is not None:
+            raise p.error
+        assert p.seq is not None
+        return p.seq
+
+
+def _parse_anchor(anchor: str) -> tuple[int, str]:
+    seq, _, mac = anchor.partition(":")
+    if not seq.isdigit() or not _HEX64.match(mac):
+        raise ValueError("an anchor is SEQ:MAC as printed by `reirrad audit head`")
+    return int(seq), mac
+
+
+# ------------------------------------------------------------------ what is recorded
+def risk_summary(risks: Sequence[Any]) -> dict[str, dict[str, list[float]]]:
+    """``{endpoint: {"<h>": [cif, lower, upper]}}`` at the requested horizons (no curves)."""
+    return {
+        r.endpoint: {
+            f"{h:g}": [c, lo, hi]
+            for h, c, lo, hi in zip(r.horizons_months, r.cif, r.lower, r.upper, strict=True)
+        }
+        for r in risks
+    }
+
+
+def score_outputs(scores: Sequence[Any]) -> dict[str, Any]:
+    """What a scoring call returned, per patient in request order, without identifiers."""
+    return {
+        "results": [
+            {"risks": risk_summary(s.risks), "n_assumed": len(s.assumed),
+             "n_warnings": len(s.warnings)}
+            for s in scores
+        ]
+    }

@@ -97,6 +97,37 @@ def load_model(settings: ServingSettings) -> LoadedModel:
     return load_registered(settings.tracking_uri, settings.model_name, settings.model_alias)
 
 
+def registered_version(tracking_uri: str | None, model_name: str, alias: str) -> str | None:
+    """The version behind ``model_name@alias`` in the registry, or None when there is none.
+
+    A cheap look-up (no download), so that ``reirrad serve`` can refuse to start, saying how
+    to get a model, instead of starting workers that can never become ready.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mlflow import MlflowClient
+    from models.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def report_info(model: LoadedModel) -> dict[str, Any]:
+    """What the clinician report states about the model (as ``reirrad report`` passes it)."""
+    info = dict(model.info)
+    info.setdefault("sha256", model.sha256)
+    info.setdefault("model_name", model.name)
+    if model.version is not None:
+        info.setdefault("version", model.version)
+    if model.alias is not None:
+        info.setdefault("alias", model.alias)
+    return info
+
+
 def model_ref(model: LoadedModel) -> ModelRef:
     """The short identification every response carries."""
     return ModelRef(
@@ -142,6 +173,7 @@ def describe_model(model: LoadedModel, settings: ServingSettings) -> ModelInfoRe
         endpoints=list(ENDPOINTS),
         feature_columns=list(b.feature_columns),
         metrics=_jsonable(b.metrics),
+        validation=_jsonable(getattr(b, "validation", None)),
         provenance=prov,
         registry=info,
         max_batch=settings.max_batch,

@@ -28,7 +28,7 @@ from features.config import (
 )
 from features.schema import INPUT_COLUMNS, PatientInput, validate_table
 from models.explain import BundleExplainer, Factor, describe_value, top_factors
-from models.uncertainty import DEFAULT_LEVEL, bundle_intervals
+from models.uncertainty import DEFAULT_LEVEL
 
 N_FACTORS = 5
 MAX_WARNINGS_SHOWN = 4
@@ -172,8 +172,8 @@ def read_patient_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate_patient(patient: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
-    """The record as a validated one-row table and its warnings; every violation is listed.
+def validate_patient(patient: dict[str, Any]) -> tuple[PatientInput, list[str]]:
+    """The record validated by the contract, and its warnings; every violation is listed.
 
     The row model reports every field at once (missing, out of range, wrong category); the
     table check adds the contract's warnings.
@@ -191,14 +191,13 @@ def validate_patient(patient: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     if not report.ok:
         lines = [f"{v.column or 'record'}: {v.reason}" for v in report.errors]
         raise PatientFileError("the patient breaks the data contract:\n  " + "\n  ".join(lines))
-    frame = pd.DataFrame([r.model_dump() for r in report.records])
     # the assumed first-course fraction size is stated once, as an assumption
     notes = [
         f"{w.column}: {w.reason}" if w.column else w.reason
         for w in report.warnings
         if w.column != "primary_fraction_gy"
     ]
-    return frame, notes
+    return report.records[0], notes
 
 
 def _format_input(name: str, value: Any) -> str:
@@ -249,7 +248,7 @@ def _model_identity(bundle, info: dict[str, Any]) -> dict[str, Any]:
         "data_rows": prov.get("data_rows") or summary.get("n_rows"),
         "development_rows": prov.get("development_rows") or summary.get("n_rows"),
         "data_sha256": str(prov.get("data_sha256") or prov.get("training_data_sha256") or "")[:12],
-        "n_trees": {e: len(m.estimators_) for e, m in bundle.models.items()},
+        "n_trees": {e: getattr(m, "n_estimators", None) for e, m in bundle.models.items()},
     }
 
 
@@ -263,25 +262,33 @@ def _coverage_text() -> str:
 
 def build_report(
     bundle,
-    patient: dict[str, Any],
+    patient: dict[str, Any] | PatientInput,
     info: dict[str, Any] | None = None,
     explainer: BundleExplainer | None = None,
     level: float = DEFAULT_LEVEL,
 ) -> PatientReport:
-    """Validate one patient and compute everything the one-page report shows."""
+    """Compute everything the one-page report shows for one patient.
+
+    ``patient``: a raw record (validated here) or a :class:`PatientInput` that the contract
+    already validated (the API's request; not validated twice).
+    """
     info = dict(info or {})
-    records, contract_warnings = validate_patient(patient)
-    X = bundle.features(records)
+    if isinstance(patient, PatientInput):
+        validated, contract_warnings = patient, []
+    else:
+        validated, contract_warnings = validate_patient(patient)
+    X = bundle.features_from_inputs([validated])
     explainer = explainer or BundleExplainer(bundle)
     explanations = explainer.explain(X)
     grid = bundle.grid.points
-    curves = bundle_intervals(bundle, X, grid, level=level)
+    cif = bundle.predict_cif_features(X)
+    bands = bundle.risk_intervals(X, grid, cif=cif, level=level)
     h_idx = [int(np.flatnonzero(np.isclose(grid, h))[0]) for h in HORIZONS_MONTHS]
     sections = []
     for e in ENDPOINTS:
-        ri, exp = curves[e], explanations[e]
+        est, (lower, upper), exp = cif[e][0], bands[e], explanations[e]
         risks = [
-            HorizonRisk(float(h), ri.estimate[0, j], ri.lower[0, j], ri.upper[0, j])
+            HorizonRisk(float(h), est[j], lower[0, j], upper[0, j])
             for h, j in zip(HORIZONS_MONTHS, h_idx, strict=True)
         ]
         cohort = np.asarray(bundle.baseline_cif.get(e) or exp.base_values, dtype=float)
@@ -292,15 +299,15 @@ def build_report(
                 label=ENDPOINT_LABELS[e],
                 risks=risks,
                 times=np.concatenate([[0.0], grid]),
-                curve=np.concatenate([[0.0], ri.estimate[0]]),
-                curve_lower=np.concatenate([[0.0], ri.lower[0]]),
-                curve_upper=np.concatenate([[0.0], ri.upper[0]]),
+                curve=np.concatenate([[0.0], est]),
+                curve_lower=np.concatenate([[0.0], lower[0]]),
+                curve_upper=np.concatenate([[0.0], upper[0]]),
                 cohort_curve=np.concatenate([[0.0], cohort]),
                 factors=top_factors(exp, 0, MAIN_HORIZON_MONTHS, N_FACTORS),
                 base_value=base_main,
             )
         )
-    record = records.iloc[0].to_dict()
+    record = validated.model_dump()
     inputs = [
         (INPUT_LABELS[c][0], _format_input(c, record.get(c)))
         for c in INPUT_COLUMNS

@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from models.store import CHAMPION_ALIAS, MODEL_NAME
+from serving.settings import DEFAULT_MODEL_ALIAS as CHAMPION_ALIAS
+from serving.settings import DEFAULT_MODEL_NAME as MODEL_NAME
 
 # Heavy imports (matplotlib, fpdf2, the numba kernels) happen inside the command, so that
 # composing the root app stays fast.
@@ -23,13 +24,25 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+SUFFIX_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf"}
+
+
 def _format(fmt: str | None, out: Path) -> str:
+    """The format: --format if given, else --out's suffix; the two must agree."""
+    by_suffix = SUFFIX_FORMATS.get(out.suffix.lower())
+    if by_suffix is None:
+        raise typer.BadParameter(
+            f"{out.name}: the report is written as .html or .pdf", param_hint="--out"
+        )
     if fmt is None:
-        suffix = out.suffix.lower().lstrip(".")
-        fmt = suffix if suffix in FORMATS else "html"
+        return by_suffix
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {FORMATS}", param_hint="--format")
+    if fmt != by_suffix:
+        raise typer.BadParameter(
+            f"--format {fmt} does not match {out.name}; use a .{fmt} file", param_hint="--format"
+        )
     return fmt
 
 
@@ -46,7 +59,7 @@ def report(
     patient: Path = typer.Option(..., "--patient", help="One patient object (JSON)."),
     out: Path = typer.Option(..., "--out", help="Where to write the report."),
     fmt: str | None = typer.Option(
-        None, "--format", help="html or pdf (default: from --out's suffix, else html)."
+        None, "--format", help="html or pdf (default: from --out's suffix, which must agree)."
     ),
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", help="MLflow tracking URI (default: the project's store)."
@@ -66,6 +79,7 @@ def report(
     """
     from models.bundle import BundleIntegrityError
     from models.store import ModelNotFoundError
+    from serving.loading import report_info
     from serving.report import (
         PatientFileError,
         build_report,
@@ -86,15 +100,8 @@ def report(
     except (ModelNotFoundError, BundleIntegrityError, FileNotFoundError) as err:
         err_console.print(f"error: {err}\nTrain and promote a model first, or pass --bundle.")
         raise typer.Exit(EXIT_NO_MODEL) from err
-    info = dict(model.info)
-    info.setdefault("sha256", model.sha256)
-    info.setdefault("model_name", model.name)
-    if model.version is not None:
-        info.setdefault("version", model.version)
-    if model.alias is not None:
-        info.setdefault("alias", model.alias)
     try:
-        built = build_report(model.bundle, record, info)
+        built = build_report(model.bundle, record, report_info(model))
     except PatientFileError as err:
         err_console.print(f"refused, no report written: {err}")
         raise typer.Exit(EXIT_INVALID) from err

@@ -1,8 +1,10 @@
 """Scoring: the pure functions that the HTTP service and the offline `score` command share.
 
-Records are validated by the cohort contract and turned into features by the same code as at
-training time (``ModelBundle.features``). A request that breaks the contract is refused whole
-with the location of every problem (:class:`ScoringInputError`): nothing is partly scored.
+Every patient is validated once, by the contract's own model (the request schema for the API,
+:func:`features.schema.validate_table` for a file), and the validated objects go straight to
+the bundle's features (``ModelBundle.features_from_inputs``), predictions and intervals. A
+request that breaks the contract is refused whole with the location of every problem
+(:class:`ScoringInputError`); nothing is partly scored and no submitted value is repeated.
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ from features.config import (
     ENDPOINTS,
     HORIZONS_MONTHS,
 )
-from features.schema import CohortValidationError, PatientInput
-from features.timegrid import HorizonOutOfGridError
+from features.schema import CohortValidationError, PatientInput, validate_table
 from models.bundle import ModelBundle
-from serving.schemas import PLAN_FIELDS, Curve, EndpointRisk, PatientScore, PlanScore
+from serving.schemas import (
+    PLAN_FIELDS,
+    Curve,
+    EndpointRisk,
+    PatientScore,
+    PlanDifference,
+    PlanScore,
+)
 
 Loc = tuple[str | int, ...]
 
@@ -30,8 +38,8 @@ ASSUMED_FRACTION_NOTE = (
     f"primary_fraction_gy was empty: {ASSUMED_PRIMARY_FRACTION_GY:g} Gy per fraction was "
     "assumed for the first course's EQD2"
 )
-PLAN_KEY_PREFIX = "plan-"
-"""Internal keys of the plan variants (the contract refuses duplicate keys in one table)."""
+GRID_TOLERANCE = 1e-9
+"""How far (in grid steps) a horizon may be from a whole grid step and still be that step."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Problem:
 
     loc: Loc
     msg: str
+    type: str = "invalid_request"
 
     def __str__(self) -> str:
         where = ".".join(str(p) for p in self.loc) or "request"
@@ -55,87 +64,158 @@ class ScoringInputError(ValueError):
 
 
 def records_frame(patients: Sequence[PatientInput]) -> pd.DataFrame:
-    """Validated patient objects as the raw-record table the bundle expects."""
+    """Validated patient objects as the raw-record table a file would give."""
     return pd.DataFrame([p.model_dump() for p in patients])
 
 
 def check_horizons(bundle: ModelBundle, horizons: Sequence[float]) -> np.ndarray:
-    """The horizons as an array, refused when any lies beyond the bundle's time grid."""
-    try:
-        return bundle.grid.check_horizons(list(horizons))
-    except HorizonOutOfGridError as err:
-        raise ScoringInputError([Problem(("horizons",), str(err))]) from err
+    """The horizons as grid months, refused unless each is a whole grid step within the grid.
 
-
-def _features(bundle: ModelBundle, records: pd.DataFrame, where: str, indexed: bool):
-    """Validate and build features, mapping contract violations to request locations."""
-    try:
-        return bundle.features(records)
-    except CohortValidationError as err:
-        problems = []
-        for v in err.report.errors:
-            loc: list[str | int] = [where]
-            if indexed and v.row is not None:
-                loc.append(v.row - 1)
-            if v.column:
-                loc.append(v.column)
-            problems.append(Problem(tuple(loc), v.reason))
-        raise ScoringInputError(problems) from err
-
-
-def _risks(
-    cif_h: dict[str, np.ndarray],
-    curves: dict[str, np.ndarray] | None,
-    i: int,
-    h: np.ndarray,
-    grid_points: np.ndarray,
-) -> list[EndpointRisk]:
-    out = []
-    for endpoint in ENDPOINTS:
-        curve = None
-        if curves is not None:
-            curve = Curve(months=grid_points.tolist(), cif=curves[endpoint][i].tolist())
-        out.append(
-            EndpointRisk(
-                endpoint=endpoint,
-                label=ENDPOINT_LABELS[endpoint],
-                horizons_months=h.tolist(),
-                cif=cif_h[endpoint][i].tolist(),
-                curve=curve,
+    24 and 24.0 are the same horizon; 12.5 is not a grid point (the model has no value of its
+    own there) and is refused rather than silently read as 12.
+    """
+    grid = bundle.grid
+    n_steps = len(grid.points)
+    problems = []
+    for i, h in enumerate(horizons):
+        steps = float(h) / grid.step_months
+        whole = round(steps)
+        if abs(steps - whole) > GRID_TOLERANCE or not 1 <= whole <= n_steps:
+            problems.append(
+                Problem(
+                    ("horizons", i),
+                    f"not a horizon of the model's grid: whole multiples of "
+                    f"{grid.step_months:g} month(s) from {grid.step_months:g} to "
+                    f"{grid.max_months:g}",
+                    "horizon_off_grid",
+                )
             )
-        )
-    return out
+    if problems:
+        raise ScoringInputError(problems)
+    return np.array([round(float(h) / grid.step_months) * grid.step_months for h in horizons])
 
 
 @dataclass(frozen=True)
-class _Scored:
+class Scored:
+    """Predictions for a list of validated patients (one row each)."""
+
     features: pd.DataFrame
-    risks: list[list[EndpointRisk]]
+    horizons: np.ndarray
+    cif: dict[str, np.ndarray]  # (n, H)
+    lower: dict[str, np.ndarray]
+    upper: dict[str, np.ndarray]
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None  # cif, lower, upper
     assumed: list[list[str]]
     warnings: list[list[str]]
 
+    def risks(self, i: int, grid_points: np.ndarray) -> list[EndpointRisk]:
+        out = []
+        for e in ENDPOINTS:
+            curve = None
+            if self.curves is not None:
+                c, lo, hi = self.curves[e]
+                curve = Curve(
+                    months=grid_points.tolist(),
+                    cif=c[i].tolist(),
+                    lower=lo[i].tolist(),
+                    upper=hi[i].tolist(),
+                )
+            out.append(
+                EndpointRisk(
+                    endpoint=e,
+                    label=ENDPOINT_LABELS[e],
+                    horizons_months=self.horizons.tolist(),
+                    cif=self.cif[e][i].tolist(),
+                    lower=self.lower[e][i].tolist(),
+                    upper=self.upper[e][i].tolist(),
+                    curve=curve,
+                )
+            )
+        return out
 
-def _score_table(
+
+def score_inputs(
     bundle: ModelBundle,
-    records: pd.DataFrame,
-    horizons: Sequence[float],
-    include_curve: bool,
-    where: str,
-    indexed: bool,
-) -> _Scored:
+    patients: Sequence[PatientInput],
+    horizons: Sequence[float] = HORIZONS_MONTHS,
+    include_curve: bool = False,
+) -> Scored:
+    """Risks with intervals of validated patients: one feature build, one prediction."""
     h = check_horizons(bundle, horizons)
-    X = _features(bundle, records, where, indexed)
-    cif_h = bundle.predict_cif_features(X, h)
-    curves = bundle.predict_cif_features(X) if include_curve else None
+    X = bundle.features_from_inputs(list(patients))
     points = bundle.grid.points
-    warnings = bundle.applicability_warnings(X)
-    assumed_flags = X["primary_fraction_assumed"].to_numpy() > 0
-    return _Scored(
+    times = points if include_curve else h
+    cif_t = bundle.predict_cif_features(X, times)
+    bands = bundle.risk_intervals(X, times, cif=cif_t)
+    if include_curve:
+        cols = bundle.grid.index_of(h)
+        pick = {e: (cif_t[e][:, cols], bands[e][0][:, cols], bands[e][1][:, cols])
+                for e in ENDPOINTS}
+        curves = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS}
+    else:
+        pick = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS}
+        curves = None
+    assumed = X["primary_fraction_assumed"].to_numpy() > 0
+    return Scored(
         features=X,
-        risks=[_risks(cif_h, curves, i, h, points) for i in range(len(X))],
-        assumed=[[ASSUMED_FRACTION_NOTE] if a else [] for a in assumed_flags],
-        warnings=warnings,
+        horizons=h,
+        cif={e: p[0] for e, p in pick.items()},
+        lower={e: p[1] for e, p in pick.items()},
+        upper={e: p[2] for e, p in pick.items()},
+        curves=curves,
+        assumed=[[ASSUMED_FRACTION_NOTE] if a else [] for a in assumed],
+        warnings=bundle.applicability_warnings(X),
     )
+
+
+def _patient_scores(
+    bundle: ModelBundle, patients: Sequence[PatientInput], scored: Scored
+) -> list[PatientScore]:
+    points = bundle.grid.points
+    return [
+        PatientScore(
+            patient_id=p.patient_id,
+            risks=scored.risks(i, points),
+            assumed=scored.assumed[i],
+            warnings=scored.warnings[i],
+        )
+        for i, p in enumerate(patients)
+    ]
+
+
+def _duplicate_keys(patients: Sequence[PatientInput], where: str) -> list[Problem]:
+    first: dict[str, int] = {}
+    problems = []
+    for i, p in enumerate(patients):
+        if p.patient_id in first:
+            problems.append(
+                Problem((where, i, "patient_id"), f"duplicate of {where}[{first[p.patient_id]}]")
+            )
+        else:
+            first[p.patient_id] = i
+    return problems
+
+
+def validated_records(
+    records: pd.DataFrame, where: str = "patients", indexed: bool = True
+) -> list[PatientInput]:
+    """A table's rows validated by the contract (a file's path into scoring); all or none.
+
+    ``where``/``indexed`` name the request part a violation is reported under, e.g.
+    ``row.3.gtv_cm3`` (0-based, as in JSON).
+    """
+    report = validate_table(records, require_outcomes=False)
+    if report.ok:
+        return report.records
+    problems = []
+    for v in report.errors:
+        loc: list[str | int] = [where]
+        if indexed and v.row is not None:
+            loc.append(v.row - 1)
+        if v.column:
+            loc.append(v.column)
+        problems.append(Problem(tuple(loc), v.reason))
+    raise ScoringInputError(problems) from CohortValidationError(report)
 
 
 def score_records(
@@ -146,17 +226,10 @@ def score_records(
     where: str = "patients",
     indexed: bool = True,
 ) -> list[PatientScore]:
-    """Score a table of raw records (a file or a batch); all rows or none.
-
-    ``where``/``indexed`` name the request part a violation is reported under, e.g.
-    ``patients.3.gtv_cm3`` (row 4 of the batch, 0-based as in JSON).
-    """
-    scored = _score_table(bundle, records, horizons, include_curve, where, indexed)
-    ids = records["patient_id"].astype(str).str.strip().tolist()
-    return [
-        PatientScore(patient_id=pid, risks=r, assumed=a, warnings=w)
-        for pid, r, a, w in zip(ids, scored.risks, scored.assumed, scored.warnings, strict=True)
-    ]
+    """Score a table of raw records (a file); all rows or none."""
+    patients = validated_records(records, where, indexed)
+    scored = score_inputs(bundle, patients, horizons, include_curve)
+    return _patient_scores(bundle, patients, scored)
 
 
 def score_patient(
@@ -166,8 +239,8 @@ def score_patient(
     include_curve: bool = False,
 ) -> PatientScore:
     """Risks of one patient."""
-    frame = records_frame([patient])
-    return score_records(bundle, frame, horizons, include_curve, where="patient", indexed=False)[0]
+    return _patient_scores(bundle, [patient], score_inputs(bundle, [patient], horizons,
+                                                           include_curve))[0]
 
 
 def score_batch(
@@ -177,14 +250,27 @@ def score_batch(
     include_curve: bool = False,
     max_batch: int | None = None,
 ) -> list[PatientScore]:
-    """Risks of several patients; refused whole if too many or if any record is bad."""
+    """Risks of several patients; refused whole if too many, or any key repeats."""
     if not patients:
         raise ScoringInputError([Problem(("patients",), "the batch is empty")])
     if max_batch is not None and len(patients) > max_batch:
         raise ScoringInputError(
-            [Problem(("patients",), f"{len(patients)} patients exceed the maximum of {max_batch}")]
+            [Problem(("patients",), f"more than the maximum of {max_batch} patients per batch",
+                     "batch_too_large")]
         )
-    return score_records(bundle, records_frame(patients), horizons, include_curve)
+    problems = _duplicate_keys(patients, "patients")
+    if problems:
+        raise ScoringInputError(problems)
+    return _patient_scores(bundle, patients, score_inputs(bundle, patients, horizons,
+                                                          include_curve))
+
+
+def _plan_patient(patient: PatientInput, plan) -> PatientInput:
+    """The patient with a plan's fields in place of its own (each already validated)."""
+    update = {f: getattr(plan, f) for f in PLAN_FIELDS}
+    if plan.brachytherapy_boost is not None:
+        update["brachytherapy_boost"] = plan.brachytherapy_boost
+    return patient.model_copy(update=update)
 
 
 def compare_plans(
@@ -195,38 +281,60 @@ def compare_plans(
     include_curve: bool = False,
     max_plans: int | None = None,
 ) -> list[PlanScore]:
-    """The patient's risks under each candidate plan, with each plan's EQD2 (alpha/beta 3 Gy).
+    """The patient's risks under each candidate plan, with each plan's EQD2 (alpha/beta 3 Gy),
+    and each later plan's paired difference from the first with its 95 % interval.
 
-    Each plan replaces the patient's three re-irradiation fields; the EQD2 values come from the
-    feature pipeline (computed, never typed in). Toxicity only: see ``PLAN_COMPARISON_NOTE``.
+    Each plan replaces the patient's re-irradiation fields (and the boost, when the plan sets
+    it); the EQD2 values come from the feature pipeline. Toxicity only: see
+    ``PLAN_COMPARISON_NOTE``.
     """
     if not plans:
         raise ScoringInputError([Problem(("plans",), "no plan given")])
     if max_plans is not None and len(plans) > max_plans:
         raise ScoringInputError(
-            [Problem(("plans",), f"{len(plans)} plans exceed the maximum of {max_plans}")]
+            [Problem(("plans",), f"more than the maximum of {max_plans} plans", "too_many_plans")]
         )
-    base = patient.model_dump()
-    rows = [
-        base | {f: getattr(plan, f) for f in PLAN_FIELDS} | {"patient_id": f"{PLAN_KEY_PREFIX}{i}"}
-        for i, plan in enumerate(plans)
-    ]
-    scored = _score_table(
-        bundle, pd.DataFrame(rows), horizons, include_curve, where="plans", indexed=True
-    )
+    variants = [_plan_patient(patient, plan) for plan in plans]
+    scored = score_inputs(bundle, variants, horizons, include_curve)
     X = scored.features
-    return [
-        PlanScore(
-            plan_index=i,
-            label=plan.label,
-            reirr_dose_gy=float(plan.reirr_dose_gy),
-            reirr_fraction_gy=float(plan.reirr_fraction_gy),
-            reirr_fractions_per_day=int(plan.reirr_fractions_per_day),
-            reirr_eqd2_gy=float(X["reirr_eqd2_gy"].iloc[i]),
-            cumulative_eqd2_gy=float(X["cumulative_eqd2_gy"].iloc[i]),
-            risks=scored.risks[i],
-            assumed=scored.assumed[i],
-            warnings=scored.warnings[i],
+    diffs = bundle.paired_difference_intervals(X, scored.horizons, reference=0, cif=scored.cif)
+    points = bundle.grid.points
+    out = []
+    for i, (plan, variant) in enumerate(zip(plans, variants, strict=True)):
+        differences = None
+        uncertain = None
+        if i > 0:
+            differences = []
+            for e in ENDPOINTS:
+                d = diffs[e]
+                flags = [bool(lo <= 0.0 <= hi) for lo, hi in zip(d.lower[i], d.upper[i],
+                                                                    strict=True)]
+                differences.append(
+                    PlanDifference(
+                        endpoint=e,
+                        horizons_months=scored.horizons.tolist(),
+                        difference=d.estimate[i].tolist(),
+                        lower=d.lower[i].tolist(),
+                        upper=d.upper[i].tolist(),
+                        uncertain=flags,
+                    )
+                )
+            uncertain = all(all(d.uncertain) for d in differences)
+        out.append(
+            PlanScore(
+                plan_index=i,
+                label=plan.label,
+                reirr_dose_gy=float(variant.reirr_dose_gy),
+                reirr_fraction_gy=float(variant.reirr_fraction_gy),
+                reirr_fractions_per_day=int(variant.reirr_fractions_per_day),
+                brachytherapy_boost=bool(variant.brachytherapy_boost),
+                reirr_eqd2_gy=float(X["reirr_eqd2_gy"].iloc[i]),
+                cumulative_eqd2_gy=float(X["cumulative_eqd2_gy"].iloc[i]),
+                risks=scored.risks(i, points),
+                differences=differences,
+                difference_uncertain=uncertain,
+                assumed=scored.assumed[i],
+                warnings=scored.warnings[i],
+            )
         )
-        for i, plan in enumerate(plans)
-    ]
+    return out

@@ -1,39 +1,61 @@
 """The BentoML risk-scoring API, called before re-irradiation (BentoML 1.4 service API).
 
-Run with ``bentoml serve serving.service:RiskService`` from the project root (or ``reirrad
-serve``). The model is loaded once at start-up: the bundle file named by
-``REIRRAD_BUNDLE_PATH`` if set, else the registered champion; see :mod:`serving.settings` for
-every environment variable. One worker by default: the forest is CPU-bound and the host has
-two cores (``REIRRAD_WORKERS`` raises it). BentoML's own ``/readyz`` and ``/livez`` answer
-health checks (``/readyz`` only once the model is loaded).
+Run with ``reirrad serve`` (or ``bentoml serve serving.service:RiskService`` from the project
+root). Each worker loads the model once at start-up (the bundle file named by
+``REIRRAD_BUNDLE_PATH`` if set, else the registered champion), builds its explainer, opens the
+audit trail and scores one patient to warm every compiled path before ``/readyz`` answers.
+All settings are environment variables (:mod:`serving.settings`).
 
-Endpoints (POST, JSON; bodies in :mod:`serving.schemas`):
-``/score`` one patient; ``/score_batch`` several, all or none; ``/compare_plans`` one patient
-under candidate dose plans; ``/model_info`` the served model, its data hash and its metrics.
+Endpoints (POST, JSON; bodies in :mod:`serving.schemas`): ``/score`` one patient;
+``/score_batch`` several, all or none; ``/compare_plans`` one patient under candidate dose
+plans, with paired differences; ``/explain`` exact attributions of one endpoint's risk;
+``/report`` the clinician report itself (HTML or PDF); ``/model_info`` the served model.
 
-A request that breaks the contract gets HTTP 400 with BentoML's pydantic error body,
-``{"error": ..., "detail": [{"type", "loc", "msg"}]}``, whether the schema or the scoring
-(e.g. a horizon beyond the grid, a batch too large) refused it; input values are never echoed.
-Every answered call is written to the audit log before the response is returned.
+In front of them sits :class:`serving.gate.Gate`, added with BentoML's own middleware hook:
+bearer tokens, rate limit, body size and content type, request ids, and the audit record of
+every call (committed before the response starts). Requests are parsed once, strictly, by
+BentoML with the request models; a request that breaks the contract gets 400 with
+``{"error", "detail": [{"type", "loc", "msg"}]}``, and the submitted values are never echoed.
 """
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import logging
+from typing import Any
 
 import bentoml
-from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
 
+from features.config import HORIZONS_MONTHS
+from models.explain import BundleExplainer
 from serving import scoring
-from serving.audit import AuditLog, resolve_salt
-from serving.loading import describe_model, load_model, model_ref
+from serving.audit import (
+    AuditTrail,
+    GroupCommitWriter,
+    canonical_json,
+    load_audit_key,
+    risk_summary,
+    score_outputs,
+)
+from serving.auth import RateLimiter, TokenSet
+from serving.explaining import explain_patient
+from serving.gate import CALL_SCOPE_KEY, CallInfo, Gate, error_body
+from serving.golden import golden_patients
+from serving.loading import describe_model, load_model, model_ref, report_info
+from serving.report import build_report
+from serving.report_render import render_html, render_pdf
 from serving.schemas import (
     BatchScoreRequest,
     BatchScoreResponse,
     ComparePlansRequest,
     ComparePlansResponse,
     EmptyRequest,
+    ExplainRequest,
+    ExplainResponse,
     ModelInfoResponse,
+    ReportRequest,
     ScoreRequest,
     ScoreResponse,
 )
@@ -42,21 +64,64 @@ from serving.settings import ServingSettings, service_workers
 
 SERVICE_NAME = "reirrad-risk"
 REQUEST_TIMEOUT_S = 120
-REQUEST_ID_HEADER = "X-Request-ID"
-ERROR_TYPE = "invalid_request"
+ROUTES = ("/score", "/score_batch", "/compare_plans", "/explain", "/report", "/model_info")
+REPORT_MEDIA_TYPES = {"html": "text/html; charset=utf-8", "pdf": "application/pdf"}
+API_LOGGER = "reirrad"
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+"""Where BentoML logs a request it could not parse (at ERROR, with a traceback)."""
+STATUS_REFUSED = 400
 
 
-def as_validation_error(err: ScoringInputError, title: str) -> ValidationError:
-    """A scoring refusal in the same shape as a schema refusal (BentoML answers 400)."""
-    details = [
-        InitErrorDetails(
-            type=PydanticCustomError(ERROR_TYPE, "{reason}", {"reason": p.msg}),
-            loc=p.loc,
-            input=None,
-        )
-        for p in err.problems
-    ]
-    return ValidationError.from_exception_data(title, details, hide_input=True)
+class _RefusalsAreNotErrors(logging.Filter):
+    """Drop BentoML's ERROR record (with traceback) for a request body that failed validation.
+
+    Such a request is a client's mistake, answered 400; the gate logs it once at INFO, on one
+    line, without the traceback (issue 11). Server faults are untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ValidationError)
+
+
+def _log_like_bentoml(name: str) -> None:
+    """Send our logger's records to BentoML's handlers (same format and destination), at INFO.
+
+    BentoML configures its own ``bentoml`` logger in each worker and leaves the others alone.
+    """
+    ours = logging.getLogger(name)
+    handlers = logging.getLogger("bentoml").handlers
+    if handlers and not ours.handlers:
+        for handler in handlers:
+            ours.addHandler(handler)
+        ours.propagate = False
+    ours.setLevel(logging.INFO)
+
+
+def _current_service() -> Any:
+    try:
+        return bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None
+
+
+def _call(ctx: bentoml.Context) -> CallInfo:
+    """The gate's record of this call (a blank one when called in-process, without the gate)."""
+    request = getattr(ctx, "request", None)
+    call = request.scope.get(CALL_SCOPE_KEY) if request is not None else None
+    return call if call is not None else CallInfo(request_id="in-process", route="")
+
+
+def _refusal(ctx: bentoml.Context, err: ScoringInputError, title: str) -> Response:
+    """A scoring refusal in the same shape as a schema refusal (400)."""
+    ctx.response.status_code = STATUS_REFUSED
+    detail = [{"type": p.type, "loc": list(p.loc), "msg": p.msg} for p in err.problems]
+    body = error_body(f"{len(detail)} validation error(s) for {title}", detail)
+    return Response(body, status_code=STATUS_REFUSED, media_type="application/json")
+
+
+def _input_mac(audit: AuditTrail, request: BaseModel) -> str:
+    return audit.input_mac(canonical_json(request.model_dump(mode="json")).encode("utf-8"))
 
 
 @bentoml.service(
@@ -67,34 +132,47 @@ class RiskService:
 
     def __init__(self) -> None:
         self.settings = ServingSettings.from_env()
+        self.tokens = TokenSet.from_config(self.settings.api_tokens, self.settings.api_token_hashes)
+        self.limiter = RateLimiter(self.settings.rate_limit_per_minute, service_workers())
+        key = load_audit_key(self.settings.audit_key, self.settings.audit_key_file_resolved)
+        self.audit = AuditTrail(self.settings.audit_db_resolved, key)
+        self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
         self.model = load_model(self.settings)
         self.ref = model_ref(self.model)
-        salt = resolve_salt(self.settings.audit_salt, self.settings.audit_log)
-        self.audit = AuditLog(self.settings.audit_log, salt)
+        self.model_dict = self.ref.model_dump()
+        self.explainer = BundleExplainer(self.model.bundle)
+        logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(_RefusalsAreNotErrors())
+        _log_like_bentoml(API_LOGGER)
+        self._warm_up()
 
-    def _request_id(self, ctx: bentoml.Context) -> str:
-        rid = uuid.uuid4().hex
-        ctx.response.headers[REQUEST_ID_HEADER] = rid
-        return rid
+    def _warm_up(self) -> None:
+        """Score, compare and explain one fixed patient, so the first real call is not slow."""
+        bundle = self.model.bundle
+        patient = golden_patients()[0]
+        scoring.score_patient(bundle, patient, HORIZONS_MONTHS, include_curve=True)
+        explain_patient(bundle, self.explainer, patient, "mucosal_necrosis", HORIZONS_MONTHS)
 
     @bentoml.api(route="/score")
     def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
-        """One patient's risks at the horizons (and optionally the whole curve)."""
+        """One patient's risks with 95 % intervals at the horizons (and the curve if asked)."""
+        call = _call(ctx)
         try:
             result = scoring.score_patient(
                 self.model.bundle, request.patient, request.horizons, request.include_curve
             )
         except ScoringInputError as err:
-            raise as_validation_error(err, "ScoreRequest") from err
-        rid = self._request_id(ctx)
-        self.audit.record_scores("score", rid, self.ref, [result])
-        return ScoreResponse(request_id=rid, model=self.ref, result=result)
+            return _refusal(ctx, err, "ScoreRequest")
+        call.patient_keys = [self.audit.patient_key(request.patient.patient_id)]
+        call.input_mac = _input_mac(self.audit, request)
+        call.outputs = score_outputs([result])
+        return ScoreResponse(request_id=call.request_id, model=self.ref, result=result)
 
     @bentoml.api(route="/score_batch")
     def score_batch(
         self, request: BatchScoreRequest, /, ctx: bentoml.Context
     ) -> BatchScoreResponse:
         """Several patients, all or none (at most ``REIRRAD_MAX_BATCH``)."""
+        call = _call(ctx)
         try:
             results = scoring.score_batch(
                 self.model.bundle,
@@ -104,18 +182,21 @@ class RiskService:
                 max_batch=self.settings.max_batch,
             )
         except ScoringInputError as err:
-            raise as_validation_error(err, "BatchScoreRequest") from err
-        rid = self._request_id(ctx)
-        self.audit.record_scores("score_batch", rid, self.ref, results)
+            return _refusal(ctx, err, "BatchScoreRequest")
+        call.patient_keys = [self.audit.patient_key(p.patient_id) for p in request.patients]
+        call.input_mac = _input_mac(self.audit, request)
+        call.outputs = score_outputs(results)
         return BatchScoreResponse(
-            request_id=rid, model=self.ref, n_patients=len(results), results=results
+            request_id=call.request_id, model=self.ref, n_patients=len(results), results=results
         )
 
     @bentoml.api(route="/compare_plans")
     def compare_plans(
         self, request: ComparePlansRequest, /, ctx: bentoml.Context
     ) -> ComparePlansResponse:
-        """One patient under each candidate plan, with each plan's EQD2. Toxicity only."""
+        """One patient under each candidate plan: EQD2, risks, paired differences. Toxicity
+        only."""
+        call = _call(ctx)
         try:
             plans = scoring.compare_plans(
                 self.model.bundle,
@@ -126,14 +207,74 @@ class RiskService:
                 max_plans=self.settings.max_plans,
             )
         except ScoringInputError as err:
-            raise as_validation_error(err, "ComparePlansRequest") from err
-        rid = self._request_id(ctx)
-        self.audit.record_plans("compare_plans", rid, self.ref, request.patient.patient_id, plans)
+            return _refusal(ctx, err, "ComparePlansRequest")
+        call.patient_keys = [self.audit.patient_key(request.patient.patient_id)]
+        call.input_mac = _input_mac(self.audit, request)
+        call.outputs = {
+            "plans": [
+                p.model_dump(include={"plan_index", "reirr_dose_gy", "reirr_fraction_gy",
+                                      "reirr_fractions_per_day", "brachytherapy_boost",
+                                      "reirr_eqd2_gy", "cumulative_eqd2_gy",
+                                      "difference_uncertain"})
+                | {"risks": risk_summary(p.risks)}
+                for p in plans
+            ]
+        }
         return ComparePlansResponse(
-            request_id=rid, model=self.ref, patient_id=request.patient.patient_id, plans=plans
+            request_id=call.request_id, model=self.ref, patient_id=request.patient.patient_id,
+            plans=plans,
         )
+
+    @bentoml.api(route="/explain")
+    def explain(self, request: ExplainRequest, /, ctx: bentoml.Context) -> ExplainResponse:
+        """Exact Shapley attributions of one endpoint's risk at the horizons."""
+        call = _call(ctx)
+        try:
+            explanations, method = explain_patient(
+                self.model.bundle, self.explainer, request.patient, request.endpoint,
+                request.horizons,
+            )
+        except ScoringInputError as err:
+            return _refusal(ctx, err, "ExplainRequest")
+        call.patient_keys = [self.audit.patient_key(request.patient.patient_id)]
+        call.input_mac = _input_mac(self.audit, request)
+        call.outputs = {
+            "endpoint": request.endpoint,
+            "method": method,
+            "explanations": [e.model_dump(exclude={"top_factors"}) for e in explanations],
+        }
+        return ExplainResponse(
+            request_id=call.request_id, model=self.ref, patient_id=request.patient.patient_id,
+            endpoint=request.endpoint, method=method, explanations=explanations,
+        )
+
+    @bentoml.api(route="/report")
+    def report(self, request: ReportRequest, /, ctx: bentoml.Context) -> bytes:
+        """The one-page clinician report (``text/html`` or ``application/pdf``), the same
+        document ``reirrad report`` writes; built in memory, nothing is written here."""
+        call = _call(ctx)
+        built = build_report(
+            self.model.bundle, request.patient, report_info(self.model), self.explainer
+        )
+        document = (
+            render_html(built).encode("utf-8") if request.format == "html" else render_pdf(built)
+        )
+        call.patient_keys = [self.audit.patient_key(request.patient.patient_id)]
+        call.input_mac = _input_mac(self.audit, request)
+        call.outputs = {
+            "format": request.format,
+            "document_sha256": hashlib.sha256(document).hexdigest(),
+            "risks": {
+                s.endpoint: {f"{r.months:g}": [r.estimate, r.lower, r.upper] for r in s.risks}
+                for s in built.sections
+            },
+        }
+        return Response(document, media_type=REPORT_MEDIA_TYPES[request.format])
 
     @bentoml.api(route="/model_info")
     def model_info(self, request: EmptyRequest, /) -> ModelInfoResponse:
-        """The served model: version, bundle and training-data hashes, validated metrics."""
+        """The served model: version, bundle and training-data hashes, validated figures."""
         return describe_model(self.model, self.settings)
+
+
+RiskService.add_asgi_middleware(Gate, routes=ROUTES, service_getter=_current_service)

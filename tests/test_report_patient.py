@@ -190,3 +190,31 @@ def test_unusual_patient_still_fits_one_page(bundle, patient):
     assert any("outside" in w for w in report.warnings)
     pages, _ = _pdf_text(render_pdf(report))
     assert pages == 1
+
+
+def test_an_output_suffix_that_does_not_match_the_format_is_refused(bundle, tmp_path):
+    path = tmp_path / "bundle.joblib"
+    bundle.save(path)
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    base = ["report", "--patient", str(EXAMPLE), "--bundle", str(path)]
+    for out, extra in (("r.html", ["--format", "pdf"]), ("r.pdf", ["--format", "html"]),
+                       ("r.txt", []), ("r", [])):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / out), *extra])
+        assert res.exit_code == 2, (out, res.output)
+        assert not (tmp_path / out).exists()
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "r.htm")])
+    assert res.exit_code == 0 and (tmp_path / "r.htm").read_bytes()[:5] == b"<!DOC"
+
+
+def test_a_validated_patient_gives_the_same_report(bundle, patient, report):
+    from features.schema import PatientInput
+
+    again = build_report(bundle, PatientInput.model_validate(patient))
+    assert again.inputs == report.inputs and again.derived == report.derived
+    for a, b in zip(again.sections, report.sections, strict=True):
+        assert [(r.estimate, r.lower, r.upper) for r in a.risks] == \
+            [(r.estimate, r.lower, r.upper) for r in b.risks]
+        assert [f.description for f in a.factors] == [f.description for f in b.factors]

@@ -35,7 +35,7 @@ def patient(**changes) -> PatientInput:
 
 
 def test_schemas_reuse_the_patient_contract():
-    assert ScoreRequest.model_fields["patient"].annotation is PatientInput
+    assert issubclass(ScoreRequest.model_fields["patient"].annotation, PatientInput)
     for name in ("reirr_dose_gy", "reirr_fraction_gy", "reirr_fractions_per_day"):
         assert DosePlan.model_fields[name].metadata == PatientInput.model_fields[name].metadata
     with pytest.raises(ValidationError) as err:
@@ -124,8 +124,14 @@ def test_batch_size_limit(bundle):
 def test_horizons_beyond_the_grid_are_refused(bundle):
     with pytest.raises(ScoringInputError) as err:
         scoring.score_patient(bundle, patient(), horizons=[12, bundle.grid.max_months + 1])
-    assert err.value.problems[0].loc == ("horizons",)
+    assert [p.loc for p in err.value.problems] == [("horizons", 1)]
     assert "grid" in err.value.problems[0].msg
+    with pytest.raises(ScoringInputError) as err:
+        scoring.score_patient(bundle, patient(), horizons=[12.5, 0.5, 24])
+    assert [p.loc for p in err.value.problems] == [("horizons", 0), ("horizons", 1)]
+    a = scoring.score_patient(bundle, patient(), horizons=[24.0])
+    b = scoring.score_patient(bundle, patient(), horizons=[24])
+    assert a.risks[0].cif == b.risks[0].cif and a.risks[0].horizons_months == [24.0]
     with pytest.raises(ValidationError):
         ScoreRequest.model_validate({"patient": BASE_PATIENT, "horizons": [-3]})
 
@@ -146,7 +152,7 @@ def test_compare_plans_reports_each_plans_eqd2_and_risks(bundle):
         assert o.cumulative_eqd2_gy == pytest.approx(want + float(eqd2(p.primary_dose_gy, 2.0)))
         assert o.assumed, "the assumed first-course fraction is said for every plan"
         alone = scoring.score_patient(
-            bundle, p.model_copy(update=plan.model_dump(exclude={"label"}))
+            bundle, p.model_copy(update=plan.model_dump(exclude={"label", "brachytherapy_boost"}))
         )
         assert [r.cif for r in alone.risks] == [r.cif for r in o.risks]
     assert out[1].reirr_eqd2_gy > out[0].reirr_eqd2_gy
@@ -175,3 +181,85 @@ def _ref():
     from serving.schemas import ModelRef
 
     return ModelRef(name="m", version="1", alias=None, bundle_sha256_prefix="ab", source="file")
+
+
+def test_requests_are_strict_files_are_not():
+    for changes, loc in (
+        ({"age_years": "52"}, ("patient", "age_years")),
+        ({"chemotherapy": "yes"}, ("patient", "chemotherapy")),
+        ({"reirr_fractions_per_day": 1.0}, ("patient", "reirr_fractions_per_day")),
+        ({"gtv_cm3": float("nan")}, ("patient", "gtv_cm3")),
+    ):
+        with pytest.raises(ValidationError) as err:
+            ScoreRequest.model_validate({"patient": BASE_PATIENT | changes})
+        assert err.value.errors()[0]["loc"] == loc, changes
+    assert ScoreRequest.model_validate({"patient": BASE_PATIENT | {"age_years": 52}})
+    # a CSV cell is text: the file path keeps the contract's own parsing
+    rows = pd.DataFrame([{k: str(v) for k, v in BASE_PATIENT.items()}])
+    assert scoring.validated_records(rows)[0].age_years == 49.0
+
+
+def test_every_risk_has_an_ordered_monotone_interval(bundle):
+    pats = [patient(patient_id=f"I{i}", gtv_cm3=5.0 + 60 * i, reirr_dose_gy=40 + 10 * i)
+            for i in range(4)]
+    for s in scoring.score_batch(bundle, pats, horizons=[3, 6, 12, 24, 36, 60],
+                                 include_curve=True):
+        for r in s.risks:
+            for c, lo, hi in ((r.cif, r.lower, r.upper),
+                              (r.curve.cif, r.curve.lower, r.curve.upper)):
+                c, lo, hi = np.asarray(c), np.asarray(lo), np.asarray(hi)
+                assert np.all((lo >= 0) & (lo <= c) & (c <= hi) & (hi <= 1))
+                assert np.all(np.diff(lo) >= 0) and np.all(np.diff(hi) >= 0)
+            assert np.any(np.asarray(r.upper) > np.asarray(r.cif))  # not a zero-width band
+
+
+def test_plans_may_set_the_boost_and_carry_paired_differences(bundle):
+    p = patient(brachytherapy_boost=False)
+    plans = [
+        DosePlan(reirr_dose_gy=60, reirr_fraction_gy=2.0, reirr_fractions_per_day=1),
+        DosePlan(reirr_dose_gy=60, reirr_fraction_gy=2.0, reirr_fractions_per_day=1,
+                 brachytherapy_boost=True),
+        DosePlan(reirr_dose_gy=60, reirr_fraction_gy=2.0, reirr_fractions_per_day=1),
+    ]
+    first, boosted, same = scoring.compare_plans(bundle, p, plans, horizons=[12, 24])
+    assert (first.brachytherapy_boost, boosted.brachytherapy_boost) == (False, True)
+    as_planned = {"reirr_dose_gy": 60, "reirr_fraction_gy": 2.0, "reirr_fractions_per_day": 1}
+    alone = scoring.score_patient(
+        bundle, p.model_copy(update=as_planned | {"brachytherapy_boost": True}), horizons=[12, 24]
+    )
+    assert [r.cif for r in alone.risks] == [r.cif for r in boosted.risks]
+    assert first.differences is None and first.difference_uncertain is None
+    assert same.difference_uncertain is True
+    assert all(d.difference == [0.0, 0.0] and d.lower == [0.0, 0.0] for d in same.differences)
+    for d, r, r0 in zip(boosted.differences, boosted.risks, first.risks, strict=True):
+        np.testing.assert_allclose(d.difference, np.subtract(r.cif, r0.cif), atol=1e-12)
+        assert all(lo <= x <= hi for lo, x, hi in zip(d.lower, d.difference, d.upper,
+                                                      strict=True))
+
+
+def test_paired_difference_interval_is_narrower_than_marginal_intervals(bundle):
+    """The point of pairing: two close plans of one patient share most of their error."""
+    p = patient()
+    plans = [DosePlan(reirr_dose_gy=d, reirr_fraction_gy=2.0, reirr_fractions_per_day=1)
+             for d in (60, 62)]
+    first, second = scoring.compare_plans(bundle, p, plans, horizons=[24])
+    for d, r, r0 in zip(second.differences, second.risks, first.risks, strict=True):
+        paired = d.upper[0] - d.lower[0]
+        marginal = (r.upper[0] - r.lower[0]) + (r0.upper[0] - r0.lower[0])
+        assert paired < marginal
+
+
+def test_explanations_add_up_to_the_scored_risk(bundle):
+    from models.explain import BundleExplainer
+    from serving.explaining import explain_patient
+
+    p = patient()
+    scored = scoring.score_patient(bundle, p)
+    explanations, method = explain_patient(bundle, BundleExplainer(bundle), p,
+                                           "fatal_haemorrhage", HORIZONS_MONTHS)
+    assert method == "path_dependent"
+    for e, h in zip(explanations, HORIZONS_MONTHS, strict=True):
+        assert e.months == h
+        assert abs(e.base_value + sum(e.attributions.values()) - e.risk) <= 1e-9
+        assert abs(e.risk - scored.cif_at("fatal_haemorrhage", h)) <= 1e-12
+        assert len(e.top_factors) >= 3

@@ -30,6 +30,8 @@ DEFAULT_EVAL_N = 1000
 DEFAULT_EVAL_SEED = 777
 """The default evaluation cohort: fresh synthetic patients, a seed no training preset uses."""
 METRICS_ARTIFACT = "metrics.json"
+HTML_SUFFIXES = (".html", ".htm")
+MARKDOWN_SUFFIXES = (".md",)
 
 
 console = Console(highlight=False, soft_wrap=True)
@@ -88,6 +90,13 @@ _NAME = typer.Option(MODEL_NAME, "--model-name", help="Registered model name.")
 _ALIAS = typer.Option(CHAMPION_ALIAS, "--alias", help="Registry alias.")
 
 
+def _require_suffix(out: Path, allowed: tuple[str, ...], what: str) -> None:
+    """Refuse an output whose suffix does not match what is written (before any work)."""
+    if out.suffix.lower() not in allowed:
+        err_console.print(f"error: {out.name}: the {what} is written as {' or '.join(allowed)}")
+        raise typer.Exit(EXIT_INVALID)
+
+
 def cohort_report(
     out: Path = typer.Option(..., "--out", help="Where to write the HTML report."),
     data: Path | None = typer.Option(
@@ -105,6 +114,7 @@ def cohort_report(
     alias: str = _ALIAS,
 ) -> None:
     """Performance with intervals, calibration, decision curves, global explanations, data."""
+    _require_suffix(out, HTML_SUFFIXES, "cohort report (HTML)")
     from features.io import CohortFileError, load_table
     from features.schema import CohortValidationError, validated_frame
     from features.synthetic import simulate_cohort
@@ -138,6 +148,7 @@ def model_card(
     alias: str = _ALIAS,
 ) -> None:
     """Write the model card (Markdown): details, intended use, data, performance, TRIPOD+AI."""
+    _require_suffix(out, MARKDOWN_SUFFIXES, "model card (Markdown)")
     from training.model_card import build_model_card
 
     b, info, metrics = load_model_and_metrics(bundle, metrics_json, tracking_uri, model_name, alias)
