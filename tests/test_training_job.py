@@ -331,6 +331,7 @@ def ray_cluster(tmp_path_factory):
         "--block",
         f"--port={port}",
         "--num-cpus=2",
+        "--node-ip-address=127.0.0.1",
         "--include-dashboard=false",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
