@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -303,6 +304,9 @@ def test_bad_data_file_is_refused_and_nothing_is_logged(store, tmp_path):
 
 
 # ------------------------------------------------------------------------------- Ray
+RAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -336,6 +340,13 @@ def ray_cluster(tmp_path_factory):
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]
+    # Ray >= 2.59 turns token authentication on for local clusters and keeps the token in
+    # ~/.ray/auth_token; give this cluster and this process their own token instead, so the
+    # test does not depend on what an earlier `ray.init()` left in the home directory.
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in RAY_AUTH_ENV}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)})
     proc = _start_ray(cmd)
     restarts_left = 1
     address = f"127.0.0.1:{port}"
@@ -371,6 +382,11 @@ def ray_cluster(tmp_path_factory):
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.mark.e2e
