@@ -331,17 +331,60 @@ def train(
     return result
 
 
-def _log_and_register(
-    client: mlflow.MlflowClient,
-    uri: str,
+# ------------------------------------------------------------------------------- steps
+# The job after evaluation is a fixed sequence of steps, each a function of its own:
+#   1. build_bundle_step   hold-out scores, headline figures, provenance, the bundle
+#   2. log_evaluation      metrics, console comparison, bundle artifact, plots, tables, pyfunc
+#   3. decide_gate         the champion's hold-out scores and the gate's verdict (no logging)
+#   4. log_gate            the verdict, metrics.json, gate.json, tags
+#   5. register_and_promote  the registry: a version (alias challenger), then champion if passed
+# Nothing touches the registry before steps 1-4 have all succeeded, so a failure anywhere
+# leaves a FAILED run and an unchanged registry (tests/test_training_steps.py).
+STEP_ORDER: tuple[str, ...] = (
+    "build_bundle_step",
+    "log_evaluation",
+    "decide_gate",
+    "log_gate",
+    "register_and_promote",
+)
+
+
+@dataclass
+class BuiltBundle:
+    """Step 1's output: the bundle and the figures it carries."""
+
+    bundle: ModelBundle
+    headline: dict[str, float]
+    challenger_holdout: dict[str, float]
+    horizon: float
+
+
+@dataclass
+class LoggedModel:
+    """Step 2's output: where the logged pyfunc lives and the bundle's hash."""
+
+    model_uri: str
+    sha256: str
+
+
+@dataclass
+class GateOutcome:
+    """Step 3's output: the verdict and what it was based on."""
+
+    decision: registry.GateDecision
+    champion_version: int | None
+    champion_holdout: dict[str, float] | None
+
+
+def build_bundle_step(
     run_id: str,
     cfg: TrainConfig,
     data: TrainingData,
     ev: Evaluation,
     commit: str,
     versions: dict[str, str],
-    echo: Callable[[str], None],
-) -> TrainResult:
+) -> BuiltBundle:
+    """Score the final models on the hold-out and build the bundle (no logging, no registry)."""
     h = float(cfg.gate.horizon_months)
     challenger_holdout = holdout_scores(
         {e: m.predict_cif(data.holdout.X, [h])[:, 0, 0] for e, m in ev.models[FOREST].items()}
@@ -369,17 +412,30 @@ def _log_and_register(
         **data.summary(),
     }
     bundle = _build_bundle(ev, data, cfg, provenance, headline)
+    return BuiltBundle(bundle, headline, challenger_holdout, h)
 
+
+def log_evaluation(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    cfg: TrainConfig,
+    data: TrainingData,
+    ev: Evaluation,
+    built: BuiltBundle,
+    echo: Callable[[str], None],
+) -> LoggedModel:
+    """Log the evaluation's metrics, the bundle, plots, tables and the pyfunc model."""
     metrics: dict[str, float] = {}
     for kind in ("apparent", "corrected"):
         metrics.update({f"{kind}/{k}": v for k, v in getattr(ev, kind).items()})
     metrics.update({f"subgroup/{k}": v for k, v in ev.subgroups_corrected.items()})
-    metrics.update({f"holdout/{FOREST}/{k}": v for k, v in challenger_holdout.items()})
+    metrics.update({f"holdout/{FOREST}/{k}": v for k, v in built.challenger_holdout.items()})
     metrics.update({f"instability/{e}/mean_abs_diff": v for e, v in ev.instability().items()})
     metrics["n_bootstrap"] = float(ev.n_bootstrap)
     _log_metrics(client, run_id, metrics)
-    echo(_comparison_text(ev, h))
+    echo(_comparison_text(ev, built.horizon))
 
+    bundle = built.bundle
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         bundle_path = tmp / BUNDLE_FILENAME
@@ -417,13 +473,18 @@ def _log_and_register(
             pip_requirements=_pip_requirements(),
             code_paths=[str(_package_dir(p)) for p in PYFUNC_PACKAGES],
         )
+    return LoggedModel(model_info.model_uri, sha)
 
-    # the gate: rule from the config, fixed before training
+
+def decide_gate(uri: str, cfg: TrainConfig, data: TrainingData, built: BuiltBundle) -> GateOutcome:
+    """The promotion gate: the rule from the config, fixed before training. Pure decision:
+    it reads the champion but logs and registers nothing (the seam the gate module replaces)."""
+    h = built.horizon
     champion_version, champion_holdout, champion_error = _champion_holdout(
         uri, cfg.model_name, data, h
     )
     corrected = {
-        e: {"auc": headline[f"{e}/auc_{h:g}m"], "ici": headline[f"{e}/ici_{h:g}m"]}
+        e: {"auc": built.headline[f"{e}/auc_{h:g}m"], "ici": built.headline[f"{e}/ici_{h:g}m"]}
         for e in ENDPOINTS
     }
     if champion_error is not None:
@@ -440,11 +501,27 @@ def _log_and_register(
         )
     else:
         decision = registry.decide(
-            cfg.gate, corrected, challenger_holdout, champion_holdout, champion_version
+            cfg.gate, corrected, built.challenger_holdout, champion_holdout, champion_version
         )
-    if champion_holdout:
+    return GateOutcome(decision, champion_version, champion_holdout)
+
+
+def log_gate(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    cfg: TrainConfig,
+    data: TrainingData,
+    ev: Evaluation,
+    built: BuiltBundle,
+    logged: LoggedModel,
+    gate: GateOutcome,
+    echo: Callable[[str], None],
+) -> None:
+    """Log the verdict with everything behind it (metrics.json, gate.json, tags)."""
+    decision = gate.decision
+    if gate.champion_holdout:
         _log_metrics(
-            client, run_id, {f"holdout/champion/{k}": v for k, v in champion_holdout.items()}
+            client, run_id, {f"holdout/champion/{k}": v for k, v in gate.champion_holdout.items()}
         )
     mlflow.log_dict(
         _jsonable(
@@ -455,14 +532,17 @@ def _log_and_register(
                 "corrected": ev.corrected,
                 "subgroups_apparent": ev.subgroups_apparent,
                 "subgroups_corrected": ev.subgroups_corrected,
-                "holdout": {"challenger": challenger_holdout, "champion": champion_holdout},
+                "holdout": {
+                    "challenger": built.challenger_holdout,
+                    "champion": gate.champion_holdout,
+                },
                 "instability": ev.instability(),
                 "tuning": ev.tuned,
                 "bootstrap_tuning_choices": ev.tuning_choices,
                 "n_bootstrap": ev.n_bootstrap,
                 "gate": decision.as_dict(),
                 "data": data.summary(),
-                "bundle_sha256": sha,
+                "bundle_sha256": logged.sha256,
             }
         ),
         "metrics.json",
@@ -475,13 +555,29 @@ def _log_and_register(
     _log_metrics(client, run_id, {"gate_passed": float(decision.passed)})
     echo(decision.summary())
 
+
+def register_and_promote(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    cfg: TrainConfig,
+    data: TrainingData,
+    logged: LoggedModel,
+    gate: GateOutcome,
+    commit: str,
+    echo: Callable[[str], None],
+) -> tuple[int, int | None]:
+    """The last step: register a version (alias challenger), promote it if the gate passed.
+
+    Returns ``(version, champion version now)``.
+    """
+    decision = gate.decision
     mv = registry.register(
         client,
         cfg.model_name,
-        model_info.model_uri,
+        logged.model_uri,
         run_id,
         tags={
-            SHA_TAG: sha,
+            SHA_TAG: logged.sha256,
             "data_sha256": data.sha256,
             "gate": "pass" if decision.passed else "fail",
             "git_commit": commit,
@@ -489,27 +585,48 @@ def _log_and_register(
     )
     version = int(mv.version)
     echo(f"registered {cfg.model_name} v{version} (alias challenger)")
-    if decision.passed:
-        try:
-            registry.promote(client, cfg.model_name, version)
-        except BaseException:  # leave no half-promoted version behind a FAILED run
-            registry.discard(client, cfg.model_name, version, champion_version)
-            raise
-        echo(f"champion -> v{version}")
-        champion_now: int | None = version
-    else:
-        champion_now = champion_version
-        echo("champion unchanged" + (f" (v{champion_version})" if champion_version else " (none)"))
+    if not decision.passed:
+        champion = gate.champion_version
+        echo("champion unchanged" + (f" (v{champion})" if champion else " (none)"))
+        return version, champion
+    try:
+        registry.promote(client, cfg.model_name, version)
+    except BaseException:  # leave no half-promoted version behind a FAILED run
+        registry.discard(client, cfg.model_name, version, gate.champion_version)
+        raise
+    echo(f"champion -> v{version}")
+    return version, version
+
+
+def _log_and_register(
+    client: mlflow.MlflowClient,
+    uri: str,
+    run_id: str,
+    cfg: TrainConfig,
+    data: TrainingData,
+    ev: Evaluation,
+    commit: str,
+    versions: dict[str, str],
+    echo: Callable[[str], None],
+) -> TrainResult:
+    """Run the steps of :data:`STEP_ORDER` in that order; the registry is touched last."""
+    built = build_bundle_step(run_id, cfg, data, ev, commit, versions)
+    logged = log_evaluation(client, run_id, cfg, data, ev, built, echo)
+    gate = decide_gate(uri, cfg, data, built)
+    log_gate(client, run_id, cfg, data, ev, built, logged, gate, echo)
+    version, champion_now = register_and_promote(
+        client, run_id, cfg, data, logged, gate, commit, echo
+    )
     return TrainResult(
         run_id=run_id,
         experiment_id=mlflow.active_run().info.experiment_id,
         tracking_uri=uri,
         version=version,
-        gate=decision,
+        gate=gate.decision,
         champion_version=champion_now,
-        bundle_sha256=sha,
+        bundle_sha256=logged.sha256,
         data_sha256=data.sha256,
-        headline=headline,
+        headline=built.headline,
         engine="",
         seconds=0.0,
     )
