@@ -94,6 +94,16 @@ class GateConfig(_Strict):
     auc_tolerance: float = Field(0.02, ge=0.0)
     brier_tolerance: float = Field(0.01, ge=0.0)
     require_holdout_metrics: bool = False
+    auc_margin: float = Field(0.05, ge=0.0, le=1.0)
+    """Non-inferiority margin: the hold-out AUC difference's 95 % lower bound must exceed
+    minus this (training/gate.py)."""
+    brier_margin: float = Field(0.01, ge=0.0, le=1.0)
+    """The hold-out Brier difference's 95 % upper bound must stay below this."""
+    min_holdout_events: int = Field(20, ge=1)
+    """Fewer events of interest by the horizon in the hold-out (any gated endpoint): no
+    decision, promote by hand."""
+    n_bootstrap: int = Field(1000, ge=100)
+    """Paired bootstrap replicates of the hold-out for the difference intervals."""
 
     @field_validator("endpoints")
     @classmethod

@@ -1,0 +1,293 @@
+"""Does the promotion gate (training/gate.py) decide on evidence? (issue 9, part 4)
+
+Simulated cases, each one promotion decision: a champion trained on one synthetic cohort
+(modern mix) of n patients, a challenger trained on the development part of a *fresh*
+cohort of the same size and mix, both scored on that fresh cohort's hold-out (patients
+neither trained on), and the gate's rule from the configuration applied to them. Two arms:
+
+- ``equal``: the challenger is built exactly like the champion (equal quality): it should be
+  promoted (target: >= 90 % of cases, Clopper-Pearson bounds reported);
+- ``permuted``: the challenger was trained with the dose features permuted (one joint
+  permutation of the dose columns across development patients, so the dose carries no
+  information): it should be refused (target: >= 95 %).
+
+Models: the job's forest with the configuration's tuning (``--config quick``: 50 trees, a
+2-point grid tuned by 3-fold CV). Fits are pooled: model i of the equal pool is the
+challenger of equal case i and the champion of equal case i-1 and of permuted case i.
+
+What is *not* exercised: the absolute limits (min_auc, max_ici need the validated figures of
+a full training run); each challenger is treated as meeting them, so the figures measure the
+paired comparison and the event-count rule alone.
+
+Resumable: one CSV row per case (``--out``), appended as soon as the case is decided; cases
+already in the file are skipped. ``--summary`` prints the table from the file.
+
+    nice -n 10 python benchmarks/bench_gate.py --n 600 2000 --cases 40
+    python benchmarks/bench_gate.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from features.config import ENDPOINTS  # noqa: E402
+from training.config import TrainConfig, load_config  # noqa: E402
+from training.data import TrainingData, synthetic_training_data  # noqa: E402
+from training.gate import HoldoutDefinition, decide  # noqa: E402
+from training.tune import fit_forests, tune  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "gate_cases.csv"
+DOSE_FEATURES = (
+    "primary_eqd2_gy",
+    "primary_fraction_assumed",
+    "reirr_eqd2_gy",
+    "reirr_fraction_gy",
+    "reirr_twice_daily",
+    "cumulative_eqd2_gy",
+)
+"""Every feature derived from a dose input (features/pipeline.py)."""
+MODERN_MIX = {"twice_daily_share": 0.2}
+COHORT_SEED_STRIDE = 1_000_003
+"""Cohort seeds: base + arm offset + index * stride, so no two cohorts share a seed."""
+ARM_OFFSET = {"equal": 0, "permuted": 500_000}
+COLUMNS = [
+    "n",
+    "arm",
+    "case",
+    "seed_base",
+    "config",
+    "auc_margin",
+    "brier_margin",
+    "min_holdout_events",
+    "n_bootstrap",
+    "status",
+    "promote",
+    "holdout_patients",
+    *[
+        f"{e}_{k}"
+        for e in ENDPOINTS
+        for k in (
+            "events",
+            "auc_chal",
+            "auc_champ",
+            "auc_diff",
+            "auc_lo",
+            "auc_hi",
+            "brier_chal",
+            "brier_champ",
+            "brier_diff",
+            "brier_lo",
+            "brier_hi",
+        )
+    ],
+    "seconds",
+]
+
+
+def cohort(n: int, seed: int, cfg: TrainConfig) -> TrainingData:
+    return synthetic_training_data(
+        n, seed, cfg.holdout.salt, cfg.holdout.fraction, cfg.min_rows, **MODERN_MIX
+    )
+
+
+def fit(data: TrainingData, cfg: TrainConfig, seed: int, permute: bool):
+    """The job's forests (tuned like the job) on the development part."""
+    dev = data.development
+    X = dev.X.reset_index(drop=True).copy()
+    if permute:
+        order = np.random.default_rng(seed).permutation(len(X))
+        X.loc[:, list(DOSE_FEATURES)] = X.loc[order, list(DOSE_FEATURES)].to_numpy()
+    groups = np.arange(len(X))
+    tuned = tune(X, dev.y, groups, cfg, seed)
+    return fit_forests(X, dev.y, tuned, cfg, seed, n_jobs=1)
+
+
+class Pool:
+    """Fitted models and their cohorts, made on demand (a resumed run fits only what it needs)."""
+
+    def __init__(self, n: int, cfg: TrainConfig, seed_base: int, cases: int) -> None:
+        self.n, self.cfg, self.seed_base, self.cases = n, cfg, seed_base, cases
+        self._cache: dict[tuple[str, int], tuple[TrainingData, dict]] = {}
+
+    def get(self, arm: str, i: int) -> tuple[TrainingData, dict]:
+        key = (arm, i % self.cases)
+        if key not in self._cache:
+            seed = self.seed_base + ARM_OFFSET[arm] + key[1] * COHORT_SEED_STRIDE + self.n
+            data = cohort(self.n, seed % (2**31 - 1), self.cfg)
+            self._cache[key] = (data, fit(data, self.cfg, seed % (2**31 - 1), arm == "permuted"))
+        return self._cache[key]
+
+
+def risks_at(models: dict, X, horizon: float) -> dict[str, np.ndarray]:
+    return {e: m.predict_cif(X, [horizon])[:, 0, 0] for e, m in models.items()}
+
+
+def run_case(pool: Pool, arm: str, i: int, cfg: TrainConfig) -> dict:
+    started = time.perf_counter()
+    data, challenger = pool.get(arm, i)
+    champion_idx = i + 1 if arm == "equal" else i
+    _, champion = pool.get("equal", champion_idx)
+    rule = cfg.gate
+    h = float(rule.horizon_months)
+    hold = data.holdout
+    holdout_def = HoldoutDefinition.from_config(cfg.holdout)
+    decision = decide(
+        rule,
+        {e: {"auc": 1.0, "ici": 0.0} for e in rule.endpoints},  # absolute limits not exercised
+        holdout_def,
+        outcomes=hold.y,
+        challenger_risk=risks_at(challenger, hold.X, h),
+        champion_risk=risks_at(champion, hold.X, h),
+        champion_version=1,
+        champion_holdout=holdout_def,
+        seed=pool.seed_base + i,
+    )
+    row: dict = {
+        "n": pool.n,
+        "arm": arm,
+        "case": i,
+        "seed_base": pool.seed_base,
+        "config": cfg.name,
+        "auc_margin": rule.auc_margin,
+        "brier_margin": rule.brier_margin,
+        "min_holdout_events": rule.min_holdout_events,
+        "n_bootstrap": rule.n_bootstrap,
+        "status": decision.status,
+        "promote": int(decision.promote),
+        "holdout_patients": len(hold),
+    }
+    for e in ENDPOINTS:
+        y = hold.y[e]
+        row[f"{e}_events"] = int(np.sum((y["event"] == 1) & (y["time"] <= h)))
+        ev = decision.evidence.get(e)
+        if ev is None:
+            continue
+        row.update(
+            {
+                f"{e}_auc_chal": ev.challenger_auc,
+                f"{e}_auc_champ": ev.champion_auc,
+                f"{e}_auc_diff": ev.auc_diff.estimate,
+                f"{e}_auc_lo": ev.auc_diff.lo,
+                f"{e}_auc_hi": ev.auc_diff.hi,
+                f"{e}_brier_chal": ev.challenger_brier,
+                f"{e}_brier_champ": ev.champion_brier,
+                f"{e}_brier_diff": ev.brier_diff.estimate,
+                f"{e}_brier_lo": ev.brier_diff.lo,
+                f"{e}_brier_hi": ev.brier_diff.hi,
+            }
+        )
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def _done(out: Path) -> set[tuple[int, str, int, int, str]]:
+    if not out.is_file():
+        return set()
+    with out.open() as fh:
+        return {
+            (int(r["n"]), r["arm"], int(r["case"]), int(r["seed_base"]), r["config"])
+            for r in csv.DictReader(fh)
+        }
+
+
+def _append(out: Path, row: dict) -> None:
+    new = not out.is_file()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in COLUMNS})
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial interval for k successes in n."""
+    from scipy.stats import beta
+
+    a = (1 - confidence) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def summary(out: Path, seed_base: int | None = None) -> str:
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    if seed_base is not None:
+        df = df[df["seed_base"] == seed_base]
+    lines = [
+        "| n | arm | margins (AUC, Brier) | cases | promoted | refused on evidence | "
+        "insufficient evidence | share as wanted [95 % CP] | target | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keys = ["n", "arm", "auc_margin", "brier_margin", "seed_base", "config"]
+    for key, g in df.groupby(keys, sort=True):
+        n, arm, am, bm = key[:4]
+        k = len(g)
+        promoted = int(g["promote"].sum())
+        insufficient = int((g["status"] == "insufficient_evidence").sum())
+        refused = k - promoted - insufficient
+        wanted = promoted if arm == "equal" else k - promoted
+        target = 0.90 if arm == "equal" else 0.95
+        lo, hi = clopper_pearson(wanted, k)
+        share = wanted / k
+        met = "yes" if share >= target else f"no (short by {target - share:.3f})"
+        lines.append(
+            f"| {n} | {arm} | {am:g}, {bm:g} | {k} | {promoted} | {refused} | {insufficient} | "
+            f"{share:.3f} [{lo:.3f}, {hi:.3f}] | >= {target:.2f} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[600, 2000])
+    ap.add_argument("--cases", type=int, default=40, help="cases per arm (and models per pool)")
+    ap.add_argument("--seed-base", type=int, default=1000)
+    ap.add_argument("--config", default="quick")
+    ap.add_argument("--arms", nargs="+", default=["equal", "permuted"])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--summary", action="store_true", help="only print the table from --out")
+    args = ap.parse_args()
+    if args.summary:
+        print(summary(args.out))
+        return
+    cfg = load_config(args.config)
+    done = _done(args.out)
+    for n in args.n:
+        pool = Pool(n, cfg, args.seed_base, args.cases)
+        for i in range(args.cases):
+            for arm in args.arms:
+                if (n, arm, i, args.seed_base, cfg.name) in done:
+                    continue
+                row = run_case(pool, arm, i, cfg)
+                _append(args.out, row)
+                print(
+                    f"n={n} {arm} case {i}: {row['status']} "
+                    + " ".join(
+                        f"{e[:4]} ev={row[f'{e}_events']} "
+                        f"auc_lo={row.get(f'{e}_auc_lo', float('nan')):+.3f} "
+                        f"brier_hi={row.get(f'{e}_brier_hi', float('nan')):+.4f}"
+                        for e in ENDPOINTS
+                    )
+                    + f" ({row['seconds']} s)",
+                    flush=True,
+                )
+    print(summary(args.out, args.seed_base))
+
+
+if __name__ == "__main__":
+    main()
