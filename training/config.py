@@ -24,6 +24,7 @@ PRESETS: tuple[str, ...] = ("quick", "release")
 DEFAULT_PRESET = "release"
 
 BaselineName = Literal["cox", "xgb", "published_rule"]
+ModelKind = Literal["forest", "ensemble"]
 
 
 class _Strict(BaseModel):
@@ -45,6 +46,23 @@ class ForestConfig(_Strict):
         if not grid or any(len(v) == 0 for v in grid.values()):
             raise ValueError("the tuning grid needs at least one value per parameter")
         return grid
+
+
+class ModelConfig(_Strict):
+    """The registered architecture (built by ``training.model_factory.build_model``).
+
+    ``forest``: one tuned :class:`~models.forest.CompetingRiskForest` per endpoint (settings in
+    ``[forest]``, leaf size by the tuning grid). ``ensemble``: a
+    :class:`~models.ensemble.CompetingRiskEnsemble` per endpoint, whose super learner chooses
+    its members' weights (and so the leaf size) by cross-validation inside ``fit``; ``params``
+    are its keyword arguments (for example ``forest_leaf_sizes = [5, 30]``, ``cv = 5``),
+    with ``[forest].n_estimators`` trees per forest member unless ``params`` says otherwise.
+    """
+
+    kind: ModelKind = "forest"
+    params: dict[str, int | float | str | bool | list[int | float] | None] = Field(
+        default_factory=dict
+    )
 
 
 class TuningConfig(_Strict):
@@ -143,6 +161,7 @@ class TrainConfig(_Strict):
     fit_n_jobs: int = Field(2, ge=1)
     """Threads for the final fits, outside the task engine."""
     min_rows: int = Field(50, ge=10)
+    model: ModelConfig = ModelConfig()
     forest: ForestConfig = ForestConfig()
     tuning: TuningConfig = TuningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

@@ -14,6 +14,7 @@ from typing import Any
 
 from features.config import ENDPOINT_LABELS, ENDPOINTS, HORIZONS_MONTHS, MAIN_HORIZON_MONTHS
 from features.pipeline import FEATURES
+from training.model_factory import describe_model
 from training.tripod import TRIPOD_AI
 
 BENCH_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "explain.json"
@@ -64,6 +65,21 @@ def _coverage_line() -> str:
     )
 
 
+def _type_line(bundle, params: dict[str, Any]) -> str:
+    """What the registered model is: a forest, or an ensemble's members and weights."""
+    models = dict(bundle.models)
+    if not any(hasattr(m, "members_") for m in models.values()):
+        return (
+            "- Type: competing-risks random survival forest (cause-specific log-rank splits, "
+            f"Aalen-Johansen leaves), one per endpoint; parameters {params}."
+        )
+    lines = ["- Type: one model per endpoint:"]
+    for e, m in models.items():
+        label = ENDPOINT_LABELS.get(e, e)
+        lines.append(f"  - {label}: {describe_model(m)}.")
+    return "\n".join(lines)
+
+
 def build_model_card(
     bundle, info: dict[str, Any] | None = None, run_metrics: dict[str, Any] | None = None
 ) -> str:
@@ -93,8 +109,7 @@ def build_model_card(
         "",
         "## Model details",
         "",
-        f"- Type: competing-risks random survival forest (cause-specific log-rank splits, "
-        f"Aalen-Johansen leaves), one per endpoint; parameters {params}.",
+        _type_line(bundle, params),
         f"- Tuned per endpoint: {prov.get('tuned_params', NA)}.",
         f"- Created {prov.get('created_at', NA)}; MLflow run {run_id}; "
         f"git commit {prov.get('git_commit', NA)}; bundle SHA-256 "

@@ -20,6 +20,7 @@ from models.forest import CompetingRiskForest
 from training.config import TrainConfig
 from training.engine import Engine, LocalEngine, task_seed
 from training.metrics import integrated_brier_cr
+from training.model_factory import build_model, needs_tuning
 
 N_CAUSES = 2
 """Event of interest and the competing event: fixed so every resample has the same shape."""
@@ -106,6 +107,8 @@ def tune(
     horizons = np.asarray(config.evaluation.horizons_months, dtype=float)
     folds = patient_folds(groups, config.tuning.cv_folds, task_seed(seed, TUNE_SEED_TAG))
     data = TuningData(X.reset_index(drop=True), y, folds, config, horizons)
+    if not needs_tuning(config):  # the ensemble chooses between its members inside fit
+        return {e: {"params": {}, "scores": [float("nan")]} for e in ENDPOINTS}
     if len(points) == 1:
         return {e: {"params": points[0], "scores": [float("nan")]} for e in ENDPOINTS}
     tasks = [
@@ -136,10 +139,10 @@ def fit_forests(
     config: TrainConfig,
     seed: int,
     n_jobs: int = 1,
-) -> dict[str, CompetingRiskForest]:
-    """One forest per endpoint with its tuned parameters."""
+) -> dict[str, Any]:
+    """The registered model per endpoint (``[model] kind``: a tuned forest or the ensemble)."""
     return {
-        e: make_forest(config, tuned[e]["params"], task_seed(seed, FIT_SEED_TAG, i), n_jobs).fit(
+        e: build_model(config, task_seed(seed, FIT_SEED_TAG, i), tuned[e]["params"], n_jobs).fit(
             X, y[e]
         )
         for i, e in enumerate(ENDPOINTS)

@@ -1,0 +1,85 @@
+"""training.model_factory: the configured architecture, its candidates and its model card line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from features.config import ENDPOINTS
+from features.pipeline import build_features, encode_endpoint
+from features.synthetic import simulate_cohort
+from features.timegrid import DEFAULT_GRID
+from models.bundle import ModelBundle
+from models.ensemble import CompetingRiskEnsemble
+from models.forest import CompetingRiskForest
+from training.config import TrainConfig, load_config
+from training.evaluate import FOREST, fit_all
+from training.model_card import build_model_card
+from training.model_factory import build_model, candidate_models, describe_model, needs_tuning
+
+ENSEMBLE_CONFIG = {
+    "model": {"kind": "ensemble", "params": {"forest_leaf_sizes": [5, 20], "cv": 3}},
+    "forest": {"n_estimators": 12},
+    "baselines": {"models": []},
+}
+
+
+def test_default_is_the_tuned_forest():
+    cfg = load_config("quick")
+    assert cfg.model.kind == "forest" and needs_tuning(cfg)
+    model = build_model(cfg, seed=4, params={"min_samples_leaf": 20}, n_jobs=2)
+    assert isinstance(model, CompetingRiskForest)
+    assert (model.min_samples_leaf, model.random_state, model.n_jobs) == (20, 4, 2)
+    assert model.n_estimators == cfg.forest.n_estimators
+    assert build_model(cfg, 4, n_estimators=7).n_estimators == 7
+    assert list(candidate_models(cfg, 4)) == ["forest"]
+
+
+def test_ensemble_from_the_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[model]\nkind = "ensemble"\nparams = { forest_leaf_sizes = [5, 20], cv = 3 }\n'
+        "[forest]\nn_estimators = 12\n"
+    )
+    cfg = load_config(path)
+    assert not needs_tuning(cfg)
+    model = build_model(cfg, seed=9, params={"min_samples_leaf": 99})
+    assert isinstance(model, CompetingRiskEnsemble)
+    assert model.forest_leaf_sizes == (5, 20) and model.cv == 3
+    assert (model.n_estimators, model.random_state, model.n_causes) == (12, 9, 2)
+    cands = candidate_models(cfg, seed=9)
+    assert list(cands) == [
+        "ensemble",
+        "ensemble:forest_leaf5",
+        "ensemble:forest_leaf20",
+        "ensemble:cox",
+    ]
+    assert cands["ensemble:forest_leaf20"].min_samples_leaf == 20
+    assert cands["ensemble:forest_leaf5"].n_estimators == 12
+    with pytest.raises(ValidationError):
+        TrainConfig.model_validate({"model": {"kind": "boosting"}})
+
+
+def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_weights():
+    cfg = TrainConfig.model_validate(ENSEMBLE_CONFIG)
+    df = simulate_cohort(160, seed=2)
+    X = build_features(df).reset_index(drop=True)
+    y = {e: encode_endpoint(df, e) for e in ENDPOINTS}
+    models, tuned = fit_all(X, y, np.arange(len(X)), cfg, seed=1)
+    assert all(isinstance(m, CompetingRiskEnsemble) for m in models[FOREST].values())
+    assert all(t["params"] == {} for t in tuned.values())
+    model = models[FOREST][ENDPOINTS[0]]
+    line = describe_model(model)
+    for name, _ in model.members_:
+        assert name in line
+    assert f"{model.weights_[0, 0]:.2f}" in line
+    bundle = ModelBundle(
+        models=models[FOREST],
+        grid=DEFAULT_GRID,
+        training_summary={},
+        metrics={},
+        provenance={"tuned_params": {e: {} for e in ENDPOINTS}},
+    )
+    card = build_model_card(bundle, {"sha256": "ab" * 32})
+    assert "stacked ensemble" in card and "forest_leaf20" in card and "cox" in card
