@@ -65,6 +65,41 @@ FEATURES: tuple[FeatureSpec, ...] = (
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_SPECS: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
 
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "age_years": ("age_years",),
+    "sex_male": ("sex",),
+    "rt_stage": ("rt_stage",),
+    "nodal_recurrence": ("nodal_recurrence",),
+    "ttr_months": ("ttr_months",),
+    "ttr_le_24m": ("ttr_months",),
+    "gtv_cm3": ("gtv_cm3",),
+    "primary_eqd2_gy": ("primary_dose_gy", "primary_fraction_gy"),
+    "primary_fraction_assumed": ("primary_fraction_gy",),
+    "primary_technique_2d": ("primary_technique",),
+    "primary_technique_3d": ("primary_technique",),
+    "primary_technique_imrt": ("primary_technique",),
+    "primary_technique_unknown": ("primary_technique",),
+    "reirr_eqd2_gy": ("reirr_dose_gy", "reirr_fraction_gy"),
+    "reirr_fraction_gy": ("reirr_fraction_gy",),
+    "reirr_twice_daily": ("reirr_fractions_per_day",),
+    "cumulative_eqd2_gy": (
+        "primary_dose_gy",
+        "primary_fraction_gy",
+        "reirr_dose_gy",
+        "reirr_fraction_gy",
+    ),
+    "chemotherapy": ("chemotherapy",),
+    "brachytherapy_boost": ("brachytherapy_boost",),
+    "prior_grade3_toxicity": ("prior_grade3_toxicity",),
+    "preexisting_necrosis": ("preexisting_necrosis",),
+}
+"""The contract inputs each feature is computed from in :func:`feature_matrix` (its parents).
+
+The explanations' players are the inputs, not the features: a hybrid patient is built at the
+input level and pushed through :func:`feature_matrix`, and a feature's hybrid value depends
+only on which of its parents come from the patient (tests/test_explain_players.py checks
+this list against the definitions by perturbing each input)."""
+
 ENDPOINT_DTYPE = np.dtype([("event", np.int64), ("time", np.float64)])
 
 
