@@ -27,6 +27,7 @@ from models._cif import (
     grid_indices,
     step_on_grid,
 )
+from models._flat_forest import FlatForest, apply_all, flatten_trees, predict_mean
 
 DEFAULT_N_ESTIMATORS = 300
 DEFAULT_MIN_SAMPLES_LEAF = 15
@@ -35,8 +36,6 @@ DEFAULT_MAX_FEATURES = "sqrt"
 DEFAULT_MAX_BINS = 64
 SEED_UPPER = np.iinfo(np.int32).max
 """Per-tree seeds are drawn in [0, SEED_UPPER) from the forest's random_state."""
-PREDICT_BLOCK_TREES = 25
-"""Trees per prediction block (blocks run in parallel, then add up in a fixed order)."""
 TREE_LEAF = -1
 """scikit-learn's marker for 'no child' in ``tree_.children_left/right``."""
 
@@ -70,7 +69,9 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
     time_grid_max, time_grid_step : the time grid (months); the same for every tree.
     n_causes : number of causes K (None: the largest event code seen in ``fit``). Set it when a
         resample may lack the competing cause, so outputs keep their shape.
-    n_jobs : joblib threads for fitting and prediction (the Cython tree builder releases the GIL).
+    n_jobs : threads for fitting (joblib; the tree builders release the GIL) and for
+        predicting inputs of 64+ rows (row blocks of the compiled kernel; results do not
+        depend on it).
     random_state : seed; every tree's bootstrap and split randomness derives from it.
 
     Splitting rule
@@ -102,6 +103,9 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         leaf; internal rows are the cover-weighted mean of the leaf rows below them (what
         TreeSHAP takes as a node's expected value). Prediction of tree b:
         ``leaf_values_[b][estimators_[b].tree_.apply(X32)]``; the forest is the mean over b.
+        Prediction itself uses the same trees flattened into contiguous arrays
+        (``models/_flat_forest.py``), built once at fit or at the first prediction after
+        loading, and one numba kernel over all trees (``leaf_values_`` are views into them).
     inbag_counts_ : (n_estimators, n_train) unsigned ints, bootstrap count of each patient.
     oob_cif_ : (n_train, K, G) out-of-bag CIFs (NaN for a patient in every tree's bag).
     tree_structures(cause, horizon_index) : the trees as shap custom-tree dicts.
@@ -192,6 +196,8 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         self.estimators_ = [f[0] for f in fitted]
         self.leaf_values_ = [f[1] for f in fitted]
         self.oob_cif_ = self._oob(X32.shape[0], fitted, counts)
+        self.__dict__.pop("_flat", None)
+        self._flat_forest()
         return self
 
     def _n_draws(self, n: int) -> int:
@@ -249,13 +255,36 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         check_is_fitted(self, "estimators_")
         return np.ascontiguousarray(validate_data(self, X, dtype=np.float32, reset=False))
 
+    def _flat_forest(self) -> FlatForest:
+        """The trees as flat arrays, built once (at fit, or at the first prediction of a
+        forest loaded from disk: the pickle does not carry them). ``leaf_values_`` then
+        become views into the flat values, so the node values are held once."""
+        flat = self.__dict__.get("_flat")
+        if flat is None:
+            trees = [e.tree_ for e in self.estimators_]
+            flat = flatten_trees(
+                [t.children_left for t in trees],
+                [t.children_right for t in trees],
+                [t.feature for t in trees],
+                [t.threshold for t in trees],
+                self.leaf_values_,
+            )
+            shape = (-1, flat.n_causes, flat.n_grid)
+            ends = np.append(flat.roots[1:], flat.values.shape[0])
+            self.leaf_values_ = [
+                flat.values[a:b].reshape(shape) for a, b in zip(flat.roots, ends, strict=True)
+            ]
+            self._flat = flat
+        return flat
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_flat", None)  # rebuilt lazily; pickling it would store the values twice
+        return state
+
     def _cif_on_grid(self, X) -> np.ndarray:
         X32 = self._check_X(X)
-        parts = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(_sum_trees)(self.estimators_[s], self.leaf_values_[s], X32)
-            for s in _chunks(len(self.estimators_))
-        )
-        return np.sum(parts, axis=0) / len(self.estimators_)
+        return predict_mean(self._flat_forest(), X32, self.n_jobs)
 
     def predict_cif_per_tree(self, X, cause: int | None = None, times=None) -> np.ndarray:
         """Each tree's CIF of ``cause``: (n_estimators, n, len(times)), for variance estimates.
@@ -264,10 +293,15 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         """
         k = self._check_cause(cause)
         X32 = self._check_X(X)
+        flat = self._flat_forest()
         cols = np.arange(self.event_times_.size) if times is None else self.grid_.index_of(times)
-        out = np.zeros((len(self.estimators_), X32.shape[0], cols.size))
-        for b, (t, v) in enumerate(zip(self.estimators_, self.leaf_values_, strict=True)):
-            out[b][:, cols >= 0] = v[t.tree_.apply(X32), k - 1][:, cols[cols >= 0]]
+        leaves = apply_all(flat, X32, self.n_jobs)  # (B, n) global node ids
+        chosen = flat.values.reshape(-1, flat.n_causes, flat.n_grid)[leaves, k - 1]  # (B, n, G)
+        if times is None:
+            return chosen
+        out = np.zeros(leaves.shape + (cols.size,))
+        on_grid = np.flatnonzero(cols >= 0)
+        out[:, :, on_grid] = chosen[:, :, cols[on_grid]]
         return out
 
     def oob_predict_cif(self, times=None) -> np.ndarray:
@@ -320,16 +354,3 @@ def _fill_internal_nodes(values, left, right, cover) -> None:
         if lc == TREE_LEAF:
             continue
         values[node] = (cover[lc] * values[lc] + cover[rc] * values[rc]) / (cover[lc] + cover[rc])
-
-
-def _chunks(n_items: int) -> list[slice]:
-    """Fixed blocks of trees, so the floating-point sum does not depend on n_jobs."""
-    starts = range(0, n_items, PREDICT_BLOCK_TREES)
-    return [slice(a, min(a + PREDICT_BLOCK_TREES, n_items)) for a in starts]
-
-
-def _sum_trees(trees, values, X32) -> np.ndarray:
-    acc = np.zeros((X32.shape[0],) + values[0].shape[1:])
-    for tree, v in zip(trees, values, strict=True):
-        acc += v[tree.tree_.apply(X32)]
-    return acc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -199,3 +201,22 @@ def test_input_checks(data):
         CompetingRiskForest(n_estimators=2, cause=3).fit(X, y)
     f = CompetingRiskForest(n_estimators=2, n_causes=3).fit(X, y)
     assert f.predict_cif(X[:2]).shape[1] == 3
+
+
+def test_flat_prediction_survives_pickling_and_matches_tree_by_tree(forest, data):
+    """A forest from disk has no flat arrays until its first prediction, then predicts the same."""
+    X, _ = data
+    X32 = X.to_numpy(dtype=np.float32)
+    loaded = pickle.loads(pickle.dumps(forest))
+    assert "_flat" not in loaded.__dict__
+    np.testing.assert_array_equal(loaded.predict_cif(X), forest.predict_cif(X))
+    assert "_flat" in loaded.__dict__
+    per_tree = [
+        v[t.tree_.apply(X32)] for t, v in zip(loaded.estimators_, loaded.leaf_values_, strict=True)
+    ]
+    np.testing.assert_allclose(loaded.predict_cif(X), np.mean(per_tree, axis=0), atol=EXACT)
+    # the leaf values are views into the flat arrays (held once)
+    assert all(np.shares_memory(v, loaded._flat.values) for v in loaded.leaf_values_)
+    np.testing.assert_array_equal(
+        loaded.predict_cif_per_tree(X[:5]), forest.predict_cif_per_tree(X[:5])
+    )
