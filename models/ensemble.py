@@ -36,6 +36,9 @@ DEFAULT_LEAF_SIZES: tuple[int, ...] = (5, 30)
 """Two forests, one rough (leaves of 5) and one smooth (leaves of 30): the super learner picks
 the smoothness (and so the leaf size) by cross-validation instead of a grid search."""
 DEFAULT_CV = 5
+DEFAULT_COX_PENALTY_GRID: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""Ridge penalties of the Cox member as multiples of each cause's event count (0: the fixed
+small ridge), chosen per cause by penalised AIC (``CauseSpecificCox.penalty_grid``)."""
 SEED_UPPER = np.iinfo(np.int32).max
 WEIGHTINGS = ("per_cause", "shared")
 IBS_QUANTILE = 0.9
@@ -60,7 +63,9 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
         have those parameters.
     forest_leaf_sizes : ``min_samples_leaf`` of each default forest member.
     n_estimators : trees per default forest member.
-    cox_alpha : ridge penalty of the default Cox member (on standardised features).
+    cox_alpha : smallest ridge penalty of the default Cox member (on standardised features).
+    cox_penalty_grid : the Cox member's candidate penalties as multiples of each cause's
+        number of events, chosen per cause by penalised AIC (None: ``cox_alpha`` only).
     include_xgb : add the gradient-boosted Cox member (off by default: exact per-coalition
         explanations of boosted trees are too slow for the serving budget).
     cv : number of folds (stratified by event code) for the out-of-fold CIFs.
@@ -100,6 +105,7 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
         forest_leaf_sizes: tuple[int, ...] = DEFAULT_LEAF_SIZES,
         n_estimators: int = DEFAULT_N_ESTIMATORS,
         cox_alpha: float = COX_RIDGE_ALPHA,
+        cox_penalty_grid: tuple[float, ...] | None = DEFAULT_COX_PENALTY_GRID,
         include_xgb: bool = False,
         cv: int = DEFAULT_CV,
         oob: bool = True,
@@ -115,6 +121,7 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
         self.forest_leaf_sizes = forest_leaf_sizes
         self.n_estimators = n_estimators
         self.cox_alpha = cox_alpha
+        self.cox_penalty_grid = cox_penalty_grid
         self.include_xgb = include_xgb
         self.cv = cv
         self.oob = oob
@@ -149,7 +156,12 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
                 )
                 for leaf in self.forest_leaf_sizes
             ]
-            members.append((COX_NAME, CauseSpecificCox(alpha=self.cox_alpha)))
+            members.append(
+                (
+                    COX_NAME,
+                    CauseSpecificCox(alpha=self.cox_alpha, penalty_grid=self.cox_penalty_grid),
+                )
+            )
             if self.include_xgb:
                 members.append((XGB_NAME, CauseSpecificXGB()))
         names = [n for n, _ in members]

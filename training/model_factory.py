@@ -20,7 +20,7 @@ N_CAUSES = 2
 """Event of interest and the competing event: fixed so every resample has the same shape."""
 ENSEMBLE = "ensemble"
 FOREST = "forest"
-TUPLE_PARAMS = ("forest_leaf_sizes",)
+TUPLE_PARAMS = ("forest_leaf_sizes", "cox_penalty_grid")
 """Ensemble parameters that TOML gives as lists and the estimator keeps as tuples."""
 
 
