@@ -222,23 +222,51 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
-def summary(out: Path, seed_base: int | None = None) -> str:
+def decision_under(row: dict, auc_margin: float, brier_margin: float, min_events: int) -> str:
+    """The gate's verdict for a recorded case under other margins (the intervals do not
+    depend on the margins, so this is exactly what the gate would have answered)."""
+    if any(int(row[f"{e}_events"]) < min_events for e in ENDPOINTS):
+        return "insufficient_evidence"
+    ok = all(
+        float(row[f"{e}_auc_lo"]) > -auc_margin and float(row[f"{e}_brier_hi"]) < brier_margin
+        for e in ENDPOINTS
+    )
+    return "promote" if ok else "refuse"
+
+
+def _load(paths: list[Path]):
     import pandas as pd
 
-    df = pd.read_csv(out)
+    frames = [pd.read_csv(p) for p in paths if p.is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def summary(
+    paths: list[Path],
+    auc_margin: float,
+    brier_margin: float,
+    min_events: int,
+    seed_base: int | None = None,
+) -> str:
+    """Share of cases decided as wanted, per n and arm, under the given rule."""
+    df = _load(paths)
     if seed_base is not None:
         df = df[df["seed_base"] == seed_base]
     lines = [
-        "| n | arm | margins (AUC, Brier) | cases | promoted | refused on evidence | "
-        "insufficient evidence | share as wanted [95 % CP] | target | met? |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"rule: AUC margin {auc_margin:g}, Brier margin {brier_margin:g}, "
+        f"at least {min_events} hold-out events per endpoint",
+        "",
+        "| n | arm | cases | promoted | refused on evidence | insufficient evidence | "
+        "share as wanted [95 % Clopper-Pearson] | target | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    keys = ["n", "arm", "auc_margin", "brier_margin", "seed_base", "config"]
-    for key, g in df.groupby(keys, sort=True):
-        n, arm, am, bm = key[:4]
-        k = len(g)
-        promoted = int(g["promote"].sum())
-        insufficient = int((g["status"] == "insufficient_evidence").sum())
+    for (n, arm), g in df.groupby(["n", "arm"], sort=True):
+        verdicts = [
+            decision_under(r, auc_margin, brier_margin, min_events) for r in g.to_dict("records")
+        ]
+        k = len(verdicts)
+        promoted = verdicts.count("promote")
+        insufficient = verdicts.count("insufficient_evidence")
         refused = k - promoted - insufficient
         wanted = promoted if arm == "equal" else k - promoted
         target = 0.90 if arm == "equal" else 0.95
@@ -246,8 +274,47 @@ def summary(out: Path, seed_base: int | None = None) -> str:
         share = wanted / k
         met = "yes" if share >= target else f"no (short by {target - share:.3f})"
         lines.append(
-            f"| {n} | {arm} | {am:g}, {bm:g} | {k} | {promoted} | {refused} | {insufficient} | "
+            f"| {n} | {arm} | {k} | {promoted} | {refused} | {insufficient} | "
             f"{share:.3f} [{lo:.3f}, {hi:.3f}] | >= {target:.2f} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def consistency(paths: list[Path]) -> int:
+    """Cases whose recorded verdict differs from :func:`decision_under` at their own margins."""
+    df = _load(paths)
+    bad = 0
+    for r in df.to_dict("records"):
+        again = decision_under(r, r["auc_margin"], r["brier_margin"], int(r["min_holdout_events"]))
+        bad += again != r["status"]
+    return bad
+
+
+def distribution(paths: list[Path]) -> str:
+    """Quantiles of the binding bounds per n and arm: the worst AUC lower bound and the worst
+    Brier upper bound over the endpoints, among cases with enough events."""
+    import numpy as np
+
+    df = _load(paths)
+    lines = [
+        "| n | arm | cases with intervals | worst AUC lower bound: 5 %, 50 %, 95 % | "
+        "worst Brier upper bound: 5 %, 50 %, 95 % | point AUC diff (mean) per endpoint |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (n, arm), g in df.groupby(["n", "arm"], sort=True):
+        g = g.dropna(subset=[f"{e}_auc_lo" for e in ENDPOINTS])
+        if g.empty:
+            continue
+        auc = g[[f"{e}_auc_lo" for e in ENDPOINTS]].min(axis=1).to_numpy()
+        bri = g[[f"{e}_brier_hi" for e in ENDPOINTS]].max(axis=1).to_numpy()
+        q = (5, 50, 95)
+        diffs = ", ".join(f"{e} {g[f'{e}_auc_diff'].mean():+.3f}" for e in ENDPOINTS)
+        lines.append(
+            f"| {n} | {arm} | {len(g)} | "
+            + ", ".join(f"{v:+.3f}" for v in np.percentile(auc, q))
+            + " | "
+            + ", ".join(f"{v:+.4f}" for v in np.percentile(bri, q))
+            + f" | {diffs} |"
         )
     return "\n".join(lines)
 
@@ -260,12 +327,34 @@ def main() -> None:
     ap.add_argument("--config", default="quick")
     ap.add_argument("--arms", nargs="+", default=["equal", "permuted"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--summary", action="store_true", help="only print the table from --out")
+    ap.add_argument(
+        "--summary",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="only print the tables from these CSV files (default: --out)",
+    )
+    ap.add_argument(
+        "--margins",
+        nargs=2,
+        type=float,
+        action="append",
+        metavar=("AUC", "BRIER"),
+        help="also tabulate under these margins (sensitivity; repeatable)",
+    )
     args = ap.parse_args()
-    if args.summary:
-        print(summary(args.out))
-        return
     cfg = load_config(args.config)
+    rule = cfg.gate
+    if args.summary is not None:
+        paths = args.summary or [args.out]
+        print(f"recorded verdicts that disagree with the rule recomputed: {consistency(paths)}")
+        print(summary(paths, rule.auc_margin, rule.brier_margin, rule.min_holdout_events))
+        print()
+        print(distribution(paths))
+        for am, bm in args.margins or []:
+            print()
+            print(summary(paths, am, bm, rule.min_holdout_events))
+        return
     done = _done(args.out)
     for n in args.n:
         pool = Pool(n, cfg, args.seed_base, args.cases)
@@ -286,7 +375,7 @@ def main() -> None:
                     + f" ({row['seconds']} s)",
                     flush=True,
                 )
-    print(summary(args.out, args.seed_base))
+    print(summary([args.out], rule.auc_margin, rule.brier_margin, rule.min_holdout_events))
 
 
 if __name__ == "__main__":

@@ -175,10 +175,14 @@ def test_holdout_definition_round_trips_through_tags_and_run_params():
 
 
 def test_presets_state_the_margins():
+    from training.config import CONFIG_DIR
+
     for preset in ("quick", "release"):
         gate = load_config(preset).gate
         assert 0 < gate.auc_margin < 0.2 and 0 < gate.brier_margin < 0.05
         assert gate.min_holdout_events == 20
+        text = (CONFIG_DIR / f"{preset}.toml").read_text()
+        assert "auc_margin" in text and "brier_margin" in text  # stated, not defaulted
 
 
 def test_fast_replicate_scores_equal_the_reference_metrics(cohort):

@@ -54,7 +54,13 @@ def tiny(**gate) -> TrainConfig:
     return TrainConfig.model_validate({**TINY, "gate": gate})
 
 
-LENIENT = {"min_auc": 0.0, "max_ici": 1.0, "auc_tolerance": 1.0, "brier_tolerance": 1.0}
+LENIENT = {
+    "min_auc": 0.0,
+    "max_ici": 1.0,
+    "auc_margin": 1.0,
+    "brier_margin": 1.0,
+    "min_holdout_events": 1,
+}
 STRICT = {"min_auc": 0.99}
 
 
@@ -73,11 +79,12 @@ def _cli(args: list[str], uri: str, cwd: Path, timeout: float = 1200):
     )
 
 
-def _cli_here(args: list[str], uri: str | None = None):
+def _cli_here(args: list[str], uri: str | None = None, **env: str):
     """Our commands in this process (no start-up cost), registered as the lead composes them."""
     app = typer.Typer()
     register(app)
-    env = {"MLFLOW_TRACKING_URI": uri} if uri else {}
+    if uri:
+        env["MLFLOW_TRACKING_URI"] = uri
     return CliRunner().invoke(app, args, env=env)
 
 
@@ -225,8 +232,13 @@ def test_gate_both_ways_and_rollback(store, tmp_path):
         progress=False,
         echo=lambda s: None,
     )
-    assert passed.gate.passed and not passed.gate.first_model
+    assert passed.gate.passed and not passed.gate.first_model, passed.gate.summary()
     assert int(get_alias(client, MODEL, "champion").version) == passed.version
+    version_tags = client.get_model_version(MODEL, str(passed.version)).tags
+    assert version_tags["holdout_salt"] == load_config("quick").holdout.salt
+    assert float(version_tags["holdout_fraction"]) == load_config("quick").holdout.fraction
+    assert set(passed.gate.evidence) == set(load_config("quick").gate.endpoints)
+    assert "gate/mucosal_necrosis/auc_diff_lo" in client.get_run(passed.run_id).data.metrics
 
     failed = train(
         synthetic_n=TINY_N,
@@ -236,11 +248,30 @@ def test_gate_both_ways_and_rollback(store, tmp_path):
         echo=lambda s: None,
     )
     assert not failed.gate.passed
+    # a hold-out of about 40 patients at n = 200: too few events to decide either way
+    assert failed.gate.status == "insufficient_evidence"
     assert int(get_alias(client, MODEL, "champion").version) == passed.version
     assert int(get_alias(client, MODEL, "challenger").version) == failed.version
     tags = client.get_run(failed.run_id).data.tags
     assert tags["gate.passed"] == "false" and "0.990" in tags["gate.reason"]
     assert client.get_model_version(MODEL, str(failed.version)).tags["gate"] == "fail"
+    assert "reirrad promote" in tags["gate.reason"]
+
+    # another hold-out definition: the comparison is refused, whatever the figures
+    other = tiny(**LENIENT).model_copy(
+        update={"holdout": load_config("quick").holdout.model_copy(update={"salt": "other"})}
+    )
+    refused = train(
+        synthetic_n=TINY_N, config=other, tracking_uri=uri, progress=False, echo=lambda s: None
+    )
+    assert refused.gate.status == "holdout_mismatch" and not refused.gate.passed
+    assert "'other'" in refused.gate.reason
+    assert int(get_alias(client, MODEL, "champion").version) == passed.version
+
+    # promotion by hand takes the promotion lock: no usable lock, nothing promoted
+    res = _cli_here(["promote", "--version", "1"], uri, REIRRAD_LOCK_DB="mysql://db/x")
+    assert res.exit_code == 3 and "PostgreSQL" in res.output
+    assert int(get_alias(client, MODEL, "champion").version) == passed.version
 
     # rollback by hand: every old version is still there
     res = _cli_here(["promote", "--version", "1"], uri)

@@ -7,6 +7,7 @@ the run must end FAILED and the registry must be exactly as before.
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +26,7 @@ TINY = {
     "tuning": {"cv_folds": 2, "n_estimators": 5},
     "evaluation": {"n_bootstrap": 1},
     "baselines": {"models": ["published_rule"]},
-    "gate": {"min_auc": 0.0, "max_ici": 1.0, "auc_tolerance": 1.0, "brier_tolerance": 1.0},
+    "gate": {"min_auc": 0.0, "max_ici": 1.0, "auc_margin": 1.0, "brier_margin": 1.0},
 }
 TINY_N = 120
 LOGGING_STEPS = ("build_bundle_step", "log_evaluation", "decide_gate", "log_gate")
@@ -49,6 +50,14 @@ def test_steps_run_in_the_declared_order_with_registration_last(monkeypatch):
 
     for name in STEP_ORDER:
         monkeypatch.setattr(train_module, name, recorder(name))
+
+    @contextlib.contextmanager
+    def lock(*args, **kwargs):
+        calls.append("lock")
+        yield SimpleNamespace(check=lambda: None)
+        calls.append("unlock")
+
+    monkeypatch.setattr(train_module, "_promotion_lock", lock)
     monkeypatch.setattr(
         train_module.mlflow,
         "active_run",
@@ -56,7 +65,10 @@ def test_steps_run_in_the_declared_order_with_registration_last(monkeypatch):
     )
     data = SimpleNamespace(sha256="d")
     result = train_module._log_and_register(None, "uri", "run", None, data, None, "c", {}, print)
-    assert tuple(calls) == STEP_ORDER
+    # the champion is re-read, judged, registered and promoted inside the promotion lock
+    assert calls.index("lock") < calls.index("decide_gate")
+    assert calls.index("register_and_promote") < calls.index("unlock")
+    assert tuple(c for c in calls if c not in ("lock", "unlock")) == STEP_ORDER
     assert STEP_ORDER[-1] == "register_and_promote"
     assert result.version == 1
 

@@ -5,7 +5,9 @@ into the root `reirrad` command costs nothing until a training command runs.
 
 The entry module composes these with :func:`register` (design.md: no package imports it).
 Exit codes: 0 done (whatever the gate decided), 2 data refused by the contract or bad
-arguments, 3 tracking store unreachable, 4 the run failed (marked FAILED in MLflow).
+arguments, 3 tracking store unreachable or no promotion lock for it (training/locks.py),
+4 the run failed (marked FAILED in MLflow), 5 (`promote`) another promotion held the lock
+too long.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.console import Console
 EXIT_INVALID_DATA = 2
 EXIT_TRACKING = 3
 EXIT_RUN_FAILED = 4
+EXIT_LOCK_TIMEOUT = 5
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -62,6 +65,7 @@ def train_command(
     from features.io import CohortFileError
     from features.schema import CohortValidationError
     from training.data import TooFewRowsError
+    from training.locks import PromotionLockUnavailable
     from training.tracking import TrackingUnavailableError
     from training.train import train
 
@@ -80,7 +84,7 @@ def train_command(
             progress=progress,
             echo=lambda s: console.print(s, markup=False),
         )
-    except TrackingUnavailableError as err:
+    except (TrackingUnavailableError, PromotionLockUnavailable) as err:
         err_console.print(f"error: {err}", markup=False)
         raise typer.Exit(EXIT_TRACKING) from err
     except (CohortValidationError, CohortFileError, TooFewRowsError) as err:
@@ -114,20 +118,37 @@ def promote_command(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
     model_name: str = typer.Option("reirrad-toxicity", "--model-name"),
 ) -> None:
-    """Point the 'champion' alias at VERSION (promotion by hand, or rollback)."""
-    from training import registry, tracking
+    """Point the 'champion' alias at VERSION (promotion by hand, or rollback).
+
+    Takes the same promotion lock as the training job (training/locks.py), so it never
+    interleaves with a job's champion re-read, gate and promotion. No gate: a person decides.
+    """
+    from training import locks, registry, tracking
     from training.tracking import TrackingUnavailableError
 
     try:
-        _, client = tracking.connect(tracking_uri)
-    except TrackingUnavailableError as err:
+        uri, client = tracking.connect(tracking_uri)
+        locks.check_promotion_lock(uri, model_name=model_name)
+    except (TrackingUnavailableError, locks.PromotionLockUnavailable) as err:
         err_console.print(f"error: {err}", markup=False)
         raise typer.Exit(EXIT_TRACKING) from err
     try:
-        previous = registry.promote(client, model_name, version)
+        with locks.promotion_lock(uri, model_name=model_name) as lock:
+            before = registry.get_alias(client, model_name, registry.CHAMPION_ALIAS)
+            lock.check()
+            previous = registry.promote(client, model_name, version)
+    except locks.PromotionLockTimeout as err:
+        err_console.print(f"error: {err}; nothing promoted", markup=False)
+        raise typer.Exit(EXIT_LOCK_TIMEOUT) from err
+    except locks.PromotionLockError as err:
+        err_console.print(f"error: {err}; nothing promoted", markup=False)
+        raise typer.Exit(EXIT_TRACKING) from err
     except Exception as err:  # MlflowException: no such version
         err_console.print(f"error: cannot promote {model_name} v{version}: {err}", markup=False)
         raise typer.Exit(EXIT_INVALID_DATA) from err
+    if before is not None and int(before.version) == version:
+        console.print(f"champion is already {model_name} v{version}", markup=False)
+        return
     was = f" (was v{previous}; still registered for rollback)" if previous else ""
     console.print(f"champion -> {model_name} v{version}{was}", markup=False)
 

@@ -25,6 +25,12 @@ DEFAULT_PRESET = "release"
 
 BaselineName = Literal["cox", "xgb", "published_rule"]
 ModelKind = Literal["forest", "ensemble"]
+REPLACED_GATE_KEYS: tuple[str, ...] = (
+    "auc_tolerance",
+    "brier_tolerance",
+    "require_holdout_metrics",
+)
+"""Keys of the old point-estimate gate, refused with a message naming their replacement."""
 
 
 class _Strict(BaseModel):
@@ -94,27 +100,26 @@ class HoldoutConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    """The promotion rule, stated before training.
+    """The promotion rule, stated before training (applied by training/gate.py).
 
-    A challenger becomes champion when, for every gated endpoint, (a) its optimism-corrected
-    AUC at ``horizon_months`` is at least ``min_auc`` and its optimism-corrected ICI at most
-    ``max_ici`` (absolute limits, which alone decide for the first model ever), and (b) on the
-    hold-out patients neither model trained on, its AUC is not lower than the champion's by
-    more than ``auc_tolerance`` and its Brier score not higher by more than
-    ``brier_tolerance``. A hold-out metric that cannot be computed (no events) is reported
-    and skipped unless ``require_holdout_metrics``.
+    A challenger becomes champion when, for every gated endpoint, (a) its validated AUC at
+    ``horizon_months`` is at least ``min_auc`` and its validated ICI at most ``max_ici``
+    (absolute limits, which alone decide for the first model ever), and (b) on the hold-out
+    patients neither model trained on, the paired-bootstrap 95 % interval of the AUC
+    difference (challenger - champion) lies above ``-auc_margin`` and that of the Brier
+    difference below ``brier_margin``. With fewer than ``min_holdout_events`` events of
+    interest by the horizon in the hold-out (any gated endpoint) nothing is promoted
+    ("insufficient evidence": promote by hand). The margins and why they were chosen:
+    benchmarks/RESULTS.md, "Promotion gate".
     """
 
     horizon_months: int = MAIN_HORIZON_MONTHS
     endpoints: tuple[str, ...] = ENDPOINTS
     min_auc: float = Field(0.60, ge=0.0, le=1.0)
     max_ici: float = Field(0.08, gt=0.0, le=1.0)
-    auc_tolerance: float = Field(0.02, ge=0.0)
-    brier_tolerance: float = Field(0.01, ge=0.0)
-    require_holdout_metrics: bool = False
     auc_margin: float = Field(0.05, ge=0.0, le=1.0)
     """Non-inferiority margin: the hold-out AUC difference's 95 % lower bound must exceed
-    minus this (training/gate.py)."""
+    minus this."""
     brier_margin: float = Field(0.01, ge=0.0, le=1.0)
     """The hold-out Brier difference's 95 % upper bound must stay below this."""
     min_holdout_events: int = Field(20, ge=1)
@@ -122,6 +127,19 @@ class GateConfig(_Strict):
     decision, promote by hand."""
     n_bootstrap: int = Field(1000, ge=100)
     """Paired bootstrap replicates of the hold-out for the difference intervals."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = sorted(k for k in REPLACED_GATE_KEYS if k in data)
+            if old:
+                raise ValueError(
+                    f"gate.{', gate.'.join(old)}: replaced by gate.auc_margin and "
+                    "gate.brier_margin (bounds on the 95 % interval of the paired hold-out "
+                    "difference, not tolerances on point estimates) and gate.min_holdout_events"
+                )
+        return data
 
     @field_validator("endpoints")
     @classmethod

@@ -280,8 +280,11 @@ class GateDecision:
 
     @property
     def reasons(self) -> list[str]:
+        """Why it was not promoted: the failed checks, then what stopped the comparison."""
+        if self.promote:
+            return []
         failed = [c["text"] for c in self.checks if not c["ok"]]
-        return failed if failed or self.promote else [self.reason]
+        return failed if self.status == "refuse" else [*failed, self.reason]
 
     def summary(self) -> str:
         verdict = "PASS" if self.promote else "FAIL"

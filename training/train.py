@@ -37,7 +37,8 @@ from models.store import (
     SHA_TAG,
     load_champion,
 )
-from training import plots, registry, tracking
+from training import gate as gate_rule
+from training import locks, plots, registry, tracking
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, load_training_data, synthetic_training_data
 from training.engine import make_engine
@@ -71,7 +72,7 @@ class TrainResult:
     experiment_id: str
     tracking_uri: str
     version: int
-    gate: registry.GateDecision
+    gate: gate_rule.GateDecision
     champion_version: int | None
     bundle_sha256: str
     data_sha256: str
@@ -201,26 +202,46 @@ def _subgroup_table(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
-def _champion_holdout(
+@dataclass
+class ChampionOnHoldout:
+    """The champion as re-read for the gate: its version, hold-out definition and risks."""
+
+    version: int | None
+    holdout: gate_rule.HoldoutDefinition | None = None
+    risk: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+def _champion_on_holdout(
     uri: str, name: str, data: TrainingData, horizon: float
-) -> tuple[int | None, dict[str, float] | None, str | None]:
-    """The champion's hold-out AUC/Brier, or (version, None, why) if it cannot be scored."""
+) -> ChampionOnHoldout:
+    """The current champion's risks at ``horizon`` on the hold-out (read inside the promotion
+    lock), or its version with ``error`` set when it cannot be scored."""
     from mlflow import MlflowClient
 
-    mv = registry.get_alias(MlflowClient(uri, uri), name, CHAMPION_ALIAS)
+    client = MlflowClient(uri, uri)
+    mv = registry.get_alias(client, name, CHAMPION_ALIAS)
     if mv is None:
-        return None, None, None
+        return ChampionOnHoldout(None)
+    version = int(mv.version)
     try:
+        holdout = gate_rule.version_holdout(client, name, version)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle, _ = load_champion(uri, name, CHAMPION_ALIAS, dst_dir=tmp)
-        risks = bundle.predict_cif_features(data.holdout.X, [horizon])
-        return (
-            int(mv.version),
-            holdout_scores({e: r[:, 0] for e, r in risks.items()}, data.holdout, horizon),
-            None,
-        )
+            bundle, info = load_champion(uri, name, CHAMPION_ALIAS, dst_dir=tmp)
+        if int(info["version"]) != version:  # only a writer without the lock can do this
+            raise RuntimeError(f"the champion moved from v{version} to v{info['version']}")
+        risks = _bundle_risks(bundle, data, horizon)
+        return ChampionOnHoldout(version, holdout, risks)
     except Exception as err:  # a champion we cannot score cannot be beaten safely
-        return int(mv.version), None, f"{type(err).__name__}: {err}"
+        return ChampionOnHoldout(version, error=f"{type(err).__name__}: {err}")
+
+
+def _bundle_risks(bundle: ModelBundle, data: TrainingData, horizon: float) -> dict[str, np.ndarray]:
+    """A bundle's cumulative incidence at ``horizon`` for each hold-out patient, per endpoint."""
+    if len(data.holdout) == 0:
+        return {e: np.zeros(0) for e in ENDPOINTS}
+    risks = bundle.predict_cif_features(data.holdout.X, [horizon])
+    return {e: np.asarray(r[:, 0], dtype=float) for e, r in risks.items()}
 
 
 def _build_bundle(
@@ -282,6 +303,7 @@ def train(
 
     uri, client = tracking.connect(tracking_uri)  # fail fast, before any work
     echo(f"tracking store: {uri}")
+    locks.check_promotion_lock(uri, model_name=cfg.model_name)  # and before training
 
     if data_path is not None:
         data = load_training_data(data_path, cfg.holdout.salt, cfg.holdout.fraction, cfg.min_rows)
@@ -335,9 +357,11 @@ def train(
 # The job after evaluation is a fixed sequence of steps, each a function of its own:
 #   1. build_bundle_step   hold-out scores, headline figures, provenance, the bundle
 #   2. log_evaluation      metrics, console comparison, bundle artifact, plots, tables, pyfunc
-#   3. decide_gate         the champion's hold-out scores and the gate's verdict (no logging)
+#   3. decide_gate         the champion re-read, the gate's verdict (training/gate.py; no logging)
 #   4. log_gate            the verdict, metrics.json, gate.json, tags
 #   5. register_and_promote  the registry: a version (alias challenger), then champion if passed
+# Steps 3-5 run inside the promotion lock (training/locks.py), so the champion the gate
+# compares against is the one the alias still names when it moves.
 # Nothing touches the registry before steps 1-4 have all succeeded, so a failure anywhere
 # leaves a FAILED run and an unchanged registry (tests/test_training_steps.py).
 STEP_ORDER: tuple[str, ...] = (
@@ -371,7 +395,7 @@ class LoggedModel:
 class GateOutcome:
     """Step 3's output: the verdict and what it was based on."""
 
-    decision: registry.GateDecision
+    decision: gate_rule.GateDecision
     champion_version: int | None
     champion_holdout: dict[str, float] | None
 
@@ -477,33 +501,36 @@ def log_evaluation(
 
 
 def decide_gate(uri: str, cfg: TrainConfig, data: TrainingData, built: BuiltBundle) -> GateOutcome:
-    """The promotion gate: the rule from the config, fixed before training. Pure decision:
-    it reads the champion but logs and registers nothing (the seam the gate module replaces)."""
+    """The promotion gate (training/gate.py), the rule fixed in the config before training.
+
+    Runs inside the promotion lock: the champion is re-read here, so a promotion that
+    finished while this job waited for the lock is the one compared against. Pure decision:
+    logs and registers nothing.
+    """
     h = built.horizon
-    champion_version, champion_holdout, champion_error = _champion_holdout(
-        uri, cfg.model_name, data, h
-    )
-    corrected = {
+    champion = _champion_on_holdout(uri, cfg.model_name, data, h)
+    validated = {
         e: {"auc": built.headline[f"{e}/auc_{h:g}m"], "ici": built.headline[f"{e}/ici_{h:g}m"]}
         for e in ENDPOINTS
     }
-    if champion_error is not None:
-        decision = registry.GateDecision(False, False, champion_version)
-        decision.checks.append(
-            {
-                "name": "champion_scorable",
-                "value": float("nan"),
-                "limit": float("nan"),
-                "ok": False,
-                "text": f"champion v{champion_version} cannot be scored on the "
-                f"hold-out ({champion_error}); promote by hand if intended",
-            }
-        )
-    else:
-        decision = registry.decide(
-            cfg.gate, corrected, built.challenger_holdout, champion_holdout, champion_version
-        )
-    return GateOutcome(decision, champion_version, champion_holdout)
+    decision = gate_rule.decide(
+        cfg.gate,
+        validated,
+        gate_rule.HoldoutDefinition.from_config(cfg.holdout),
+        outcomes=data.holdout.y,
+        challenger_risk=_bundle_risks(built.bundle, data, h),
+        champion_risk=champion.risk,
+        champion_version=champion.version,
+        champion_holdout=champion.holdout,
+        champion_error=champion.error,
+        seed=cfg.seed,
+    )
+    champion_scores = (
+        holdout_scores(champion.risk, data.holdout, h)
+        if champion.risk is not None and len(data.holdout)
+        else None
+    )
+    return GateOutcome(decision, champion.version, champion_scores)
 
 
 def log_gate(
@@ -549,10 +576,11 @@ def log_gate(
     )
     mlflow.log_dict(_jsonable(decision.as_dict()), "gate.json")
     mlflow.set_tag("gate.passed", str(decision.passed).lower())
+    mlflow.set_tag("gate.status", decision.status)
     mlflow.set_tag(
-        "gate.reason", "; ".join(decision.reasons)[: tracking.MAX_TAG_CHARS] or "all checks passed"
+        "gate.reason", "; ".join(decision.reasons)[: tracking.MAX_TAG_CHARS] or decision.reason
     )
-    _log_metrics(client, run_id, {"gate_passed": float(decision.passed)})
+    _log_metrics(client, run_id, decision.metrics())
     echo(decision.summary())
 
 
@@ -565,10 +593,14 @@ def register_and_promote(
     gate: GateOutcome,
     commit: str,
     echo: Callable[[str], None],
+    lock: locks.PromotionLock | None = None,
 ) -> tuple[int, int | None]:
     """The last step: register a version (alias challenger), promote it if the gate passed.
 
-    Returns ``(version, champion version now)``.
+    Every version records the hold-out it was not trained on (tags ``holdout_salt``,
+    ``holdout_fraction``), which later gates compare. With ``lock`` (the promotion lock held
+    since the champion was re-read) it checks the lock is still held right before moving the
+    alias. Returns ``(version, champion version now)``.
     """
     decision = gate.decision
     mv = registry.register(
@@ -580,7 +612,9 @@ def register_and_promote(
             SHA_TAG: logged.sha256,
             "data_sha256": data.sha256,
             "gate": "pass" if decision.passed else "fail",
+            "gate_status": decision.status,
             "git_commit": commit,
+            **gate_rule.HoldoutDefinition.from_config(cfg.holdout).tags(),
         },
     )
     version = int(mv.version)
@@ -590,12 +624,20 @@ def register_and_promote(
         echo("champion unchanged" + (f" (v{champion})" if champion else " (none)"))
         return version, champion
     try:
+        if lock is not None:
+            lock.check()
         registry.promote(client, cfg.model_name, version)
     except BaseException:  # leave no half-promoted version behind a FAILED run
         registry.discard(client, cfg.model_name, version, gate.champion_version)
         raise
     echo(f"champion -> v{version}")
     return version, version
+
+
+def _promotion_lock(uri: str, cfg: TrainConfig, echo: Callable[[str], None]):
+    """The promotion lock of the config's model (a context manager yielding the lock)."""
+    echo(f"promotion lock: {locks.lock_target(uri, model_name=cfg.model_name).describe()}")
+    return locks.promotion_lock(uri, model_name=cfg.model_name)
 
 
 def _log_and_register(
@@ -612,11 +654,13 @@ def _log_and_register(
     """Run the steps of :data:`STEP_ORDER` in that order; the registry is touched last."""
     built = build_bundle_step(run_id, cfg, data, ev, commit, versions)
     logged = log_evaluation(client, run_id, cfg, data, ev, built, echo)
-    gate = decide_gate(uri, cfg, data, built)
-    log_gate(client, run_id, cfg, data, ev, built, logged, gate, echo)
-    version, champion_now = register_and_promote(
-        client, run_id, cfg, data, logged, gate, commit, echo
-    )
+    # champion re-read, gate, register and promote: one promotion at a time (training/locks.py)
+    with _promotion_lock(uri, cfg, echo) as lock:
+        gate = decide_gate(uri, cfg, data, built)
+        log_gate(client, run_id, cfg, data, ev, built, logged, gate, echo)
+        version, champion_now = register_and_promote(
+            client, run_id, cfg, data, logged, gate, commit, echo, lock
+        )
     return TrainResult(
         run_id=run_id,
         experiment_id=mlflow.active_run().info.experiment_id,
