@@ -76,6 +76,12 @@ class ModelBundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = BUNDLE_FORMAT_VERSION
+    intervals: dict[str, Any] | None = None
+    """Per endpoint, a fitted :class:`models.intervals.ResampleIntervals` (None: a bundle from
+    before they existed; its forests' infinitesimal-jackknife intervals are used)."""
+    interval_record: dict[str, Any] | None = None
+    """How the interval method covered the true risk on the synthetic cohort (configuration,
+    n, coverage), written by ``benchmarks/bench_intervals.py``; quoted by the report."""
 
     def __post_init__(self) -> None:
         missing = [e for e in ENDPOINTS if e not in self.models]
@@ -127,9 +133,9 @@ class ModelBundle:
         return notes
 
     # -- uncertainty ------------------------------------------------------------------
-    # The serving code asks the bundle, never a model, for intervals: when per-patient
-    # intervals built at training time land (models/intervals.py), only these two methods
-    # change. Today they are the forests' infinitesimal-jackknife intervals.
+    # The serving code asks the bundle, never a model, for intervals. Bundles trained since
+    # models/intervals.py carry a fitted interval model per endpoint (``intervals``); older
+    # ones fall back to the forests' infinitesimal-jackknife intervals.
     def risk_intervals(
         self,
         X: pd.DataFrame,
@@ -140,19 +146,28 @@ class ModelBundle:
         """(lower, upper) of each endpoint's CIF at ``times``, each (n, len(times)).
 
         Guaranteed: 0 <= lower <= cif <= upper <= 1 and both bounds non-decreasing in time.
-        The pointwise intervals are turned into that envelope on the whole grid (upper: the
-        running maximum; lower: the running minimum from the right), which only widens them,
-        and then read at ``times``. ``cif``: this bundle's ``predict_cif_features(X, times)``
-        when the caller has it already (the bounds are ordered around exactly these values).
+        The bounds are built on the whole grid as a non-decreasing envelope and then read at
+        ``times``. ``cif``: this bundle's ``predict_cif_features(X, times)`` when the caller
+        has it already (the bounds are ordered around exactly these values); when ``times``
+        is the whole grid it is used as is, otherwise the grid CIF is predicted once more.
         """
         t = self.grid.check_horizons(times)
         cif = self.predict_cif_features(X, t) if cif is None else cif
         cols = self.grid.index_of(t)
+        points = self.grid.points
+        on_grid = len(t) == len(points) and np.allclose(t, points)
+        grid_cif = None
+        if self.intervals is not None and not on_grid:
+            grid_cif = self.predict_cif_features(X)
         out = {}
         for e, model in self.models.items():
-            band = forest_interval(model, X, self.grid.points, level=level)
-            upper = np.maximum.accumulate(band.upper, axis=1)
-            lower = np.minimum.accumulate(band.lower[:, ::-1], axis=1)[:, ::-1]
+            if self.intervals is not None:
+                g = np.asarray(cif[e] if on_grid else grid_cif[e], dtype=float)
+                lower, upper = self.intervals[e].grid_interval(X, g, level=level)
+            else:
+                band = forest_interval(model, X, points, level=level)
+                upper = np.maximum.accumulate(band.upper, axis=1)
+                lower = np.minimum.accumulate(band.lower[:, ::-1], axis=1)[:, ::-1]
             lower = np.where(cols >= 0, lower[:, np.maximum(cols, 0)], 0.0)
             upper = np.where(cols >= 0, upper[:, np.maximum(cols, 0)], 0.0)
             c = np.asarray(cif[e], dtype=float)
@@ -172,21 +187,28 @@ class ModelBundle:
         interval of that *paired* difference, per endpoint.
 
         Two overlapping marginal intervals say nothing about a difference whose two terms
-        share most of their error. For a forest the paired difference is itself a bagged
-        estimate, the mean over trees of each tree's difference, so the infinitesimal
-        jackknife applies to it unchanged (Wager, Hastie & Efron 2014): the trees' per-row
-        predictions are paired by tree before the variance is taken.
+        share most of their error. With an interval model (``intervals``) the difference's
+        bias and spread come from the same resamples for both rows
+        (:meth:`models.intervals.ResampleIntervals.grid_difference`). Older forest bundles:
+        the paired difference is itself a bagged estimate, the mean over trees of each tree's
+        difference, so the infinitesimal jackknife applies to it unchanged (Wager, Hastie &
+        Efron 2014).
         """
         t = self.grid.check_horizons(times)
         cif = self.predict_cif_features(X, t) if cif is None else cif
         cols = self.grid.index_of(t)
         out = {}
         for e, model in self.models.items():
+            c = np.asarray(cif[e], dtype=float)
+            if self.intervals is not None:
+                out[e] = DifferenceInterval(
+                    *self.intervals[e].grid_difference(X, c, cols, reference, level)
+                )
+                continue
             per_tree = model.predict_cif_per_tree(X)  # (B, n, G) on the grid
             diff = per_tree - per_tree[:, [reference], :]
             se = np.sqrt(ij_variance(diff, model.inbag_counts_))
             se_at = np.where(cols >= 0, se[:, np.maximum(cols, 0)], 0.0)
-            c = np.asarray(cif[e], dtype=float)
             estimate = c - c[[reference]]
             half = normal_quantile(level) * se_at  # a difference lies in [-1, 1]
             lower = np.clip(estimate - half, -1.0, 1.0)

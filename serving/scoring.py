@@ -144,17 +144,18 @@ def score_inputs(
     h = check_horizons(bundle, horizons)
     X = bundle.features_from_inputs(list(patients))
     points = bundle.grid.points
-    times = points if include_curve else h
-    cif_t = bundle.predict_cif_features(X, times)
-    bands = bundle.risk_intervals(X, times, cif=cif_t)
-    if include_curve:
-        cols = bundle.grid.index_of(h)
-        pick = {e: (cif_t[e][:, cols], bands[e][0][:, cols], bands[e][1][:, cols])
-                for e in ENDPOINTS}
-        curves = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS}
-    else:
-        pick = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS}
-        curves = None
+    # the bounds are built on the whole grid: predict it once and read the horizons from it
+    cif_t = bundle.predict_cif_features(X, points)
+    bands = bundle.risk_intervals(X, points, cif=cif_t)
+    cols = bundle.grid.index_of(h)
+    on = cols >= 0
+    at = np.maximum(cols, 0)
+
+    def read(a: np.ndarray) -> np.ndarray:
+        return np.where(on, a[:, at], 0.0)
+
+    pick = {e: (read(cif_t[e]), read(bands[e][0]), read(bands[e][1])) for e in ENDPOINTS}
+    curves = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS} if include_curve else None
     assumed = X["primary_fraction_assumed"].to_numpy() > 0
     return Scored(
         features=X,

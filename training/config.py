@@ -157,6 +157,16 @@ class BaselinesConfig(_Strict):
     params: dict[str, dict[str, int | float | str | None]] = Field(default_factory=dict)
 
 
+class IntervalsConfig(_Strict):
+    """Per-patient intervals (models/intervals.py): refits of the registered model on cohorts
+    simulated from it, at training time; serving only looks them up."""
+
+    n_resamples: int = Field(16, ge=2)
+    n_estimators: int | None = Field(50, ge=1)
+    """Trees per forest in each refit (None: as many as the registered model). Fewer trees
+    make the refits cheap; their extra Monte-Carlo noise only widens the intervals."""
+
+
 class SyntheticConfig(_Strict):
     """The cohort `make up` trains on when no champion exists (a modern mix of schedules)."""
 
@@ -185,6 +195,7 @@ class TrainConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     holdout: HoldoutConfig = HoldoutConfig()
     gate: GateConfig = GateConfig()
+    intervals: IntervalsConfig = IntervalsConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
 

@@ -266,7 +266,7 @@ def _build_bundle(
             for h in HORIZONS_MONTHS
         }
     summary["baseline_incidence"] = incidence
-    return ModelBundle(
+    bundle = ModelBundle(
         models=dict(ev.models[FOREST]),
         grid=DEFAULT_GRID,
         training_summary=summary,
@@ -274,6 +274,25 @@ def _build_bundle(
         metrics=headline,
         provenance=provenance,
     )
+    return attach_intervals(bundle, dev.X, dev.y, config)
+
+
+def attach_intervals(
+    bundle: ModelBundle, X: pd.DataFrame, y: dict[str, np.ndarray], config: TrainConfig
+) -> ModelBundle:
+    """Fit the per-patient interval models (refits on simulated cohorts; models/intervals.py)
+    on the bundle's training rows, and record the method's measured coverage with them."""
+    from models.intervals import coverage_record, fit_bundle_intervals
+
+    cfg = config.intervals
+    light = {} if cfg.n_estimators is None else {"n_estimators": cfg.n_estimators}
+    bundle.intervals = fit_bundle_intervals(
+        bundle.models, X, y, n_resamples=cfg.n_resamples, random_state=config.seed,
+        resample_params=light,
+    )
+    bundle.interval_record = coverage_record()
+    bundle.provenance["intervals"] = {e: iv.info for e, iv in bundle.intervals.items()}
+    return bundle
 
 
 # ------------------------------------------------------------------------------- train

@@ -1,0 +1,253 @@
+"""Coverage of the true risk by the per-patient intervals (models/intervals.py), issue 9 part 5.
+
+For each training size n and seed: simulate a training cohort (modern mix), fit the registered
+architecture per endpoint (``training.model_factory.build_model`` when it exists, else the
+forest), fit the interval model (timed), then score a fixed test cohort and compare with
+``true_cif`` (the only place the truth is read). Every variant of the serving-time formula is
+evaluated from the same fit. One CSV row per (n, seed, endpoint, horizon, variant, quintile of
+true risk); the run resumes by skipping (n, seed) pairs already in the CSV.
+
+    PYTHONPATH=. nice -n 10 python benchmarks/bench_intervals.py --n 600 2000 --seeds 0-9 \
+        --out benchmarks/results/intervals.csv
+    PYTHONPATH=. python benchmarks/bench_intervals.py --summarise benchmarks/results/intervals.csv \
+        --record models/interval_coverage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from features.config import ENDPOINTS, HORIZONS_MONTHS  # noqa: E402
+from features.synthetic import simulate_cohort, true_cif  # noqa: E402
+from models.intervals import VARIANTS, fit_resample_intervals  # noqa: E402
+from training.data import Cohort  # noqa: E402
+
+MIX = {"twice_daily_share": 0.2}
+TEST_SEED = 10_000
+FIELDS = [
+    "model",
+    "n",
+    "seed",
+    "endpoint",
+    "horizon",
+    "variant",
+    "quintile",
+    "pairs",
+    "covered",
+    "width_sum",
+    "abs_err_sum",
+    "monotone_violations",
+    "order_violations",
+    "fit_s",
+    "interval_fit_s",
+    "serve_ms_per_patient",
+    "n_resamples",
+]
+
+
+def build(model: str, seed: int):
+    """The estimator under test: the registered architecture, or the forest."""
+    if model == "factory":
+        from training.model_factory import build_model
+
+        from training.config import load_config
+
+        return build_model(load_config("release"), seed)
+    if model == "forest":
+        from models.forest import CompetingRiskForest
+
+        return CompetingRiskForest(
+            n_estimators=200, min_samples_leaf=15, n_jobs=1, random_state=seed
+        )
+    if model == "ensemble":
+        from models.ensemble import CompetingRiskEnsemble
+
+        return CompetingRiskEnsemble(n_estimators=200, n_jobs=1, random_state=seed)
+    raise ValueError(model)
+
+
+def parse_seeds(spec: str) -> list[int]:
+    if "-" in spec:
+        a, b = spec.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in spec.split(",")]
+
+
+def done_keys(path: Path) -> set[tuple[str, int, int]]:
+    if not path.exists():
+        return set()
+    df = pd.read_csv(path)
+    return {
+        (str(m), int(n), int(s)) for m, n, s in zip(df["model"], df["n"], df["seed"], strict=True)
+    }
+
+
+def run_one(model: str, n: int, seed: int, test: Cohort, truth: dict, resamples: int) -> list:
+    train = Cohort.from_records(simulate_cohort(n, seed=seed, **MIX))
+    rows = []
+    H = np.asarray(HORIZONS_MONTHS, dtype=float)
+    for ei, e in enumerate(ENDPOINTS):
+        t0 = time.perf_counter()
+        est = build(model, seed * 10 + ei).fit(train.X, train.y[e])
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        iv = fit_resample_intervals(
+            est, train.X, train.y[e], n_resamples=resamples, random_state=seed * 10 + ei
+        )
+        iv_s = time.perf_counter() - t0
+        grid_cif = est.predict_cif(test.X)[:, 0, :]
+        cols = est.grid_.index_of(H)
+        tr = truth[e]
+        est_h = grid_cif[:, cols]
+        for variant in VARIANTS:
+            iv.variant = variant
+            t0 = time.perf_counter()
+            lo, hi = iv.grid_interval(test.X, grid_cif)
+            serve_ms = (time.perf_counter() - t0) / len(test) * 1e3
+            mono = int((np.diff(lo, axis=1) < -1e-12).sum() + (np.diff(hi, axis=1) < -1e-12).sum())
+            order = int(
+                ((lo > grid_cif + 1e-12) | (hi < grid_cif - 1e-12) | (lo < 0) | (hi > 1)).sum()
+            )
+            lo_h, hi_h = lo[:, cols], hi[:, cols]
+            for j, h in enumerate(H):
+                q = np.digitize(tr[:, j], np.quantile(tr[:, j], [0.2, 0.4, 0.6, 0.8]))
+                cov = (lo_h[:, j] <= tr[:, j] + 1e-12) & (tr[:, j] <= hi_h[:, j] + 1e-12)
+                for quint in range(5):
+                    m = q == quint
+                    rows.append(
+                        {
+                            "model": model,
+                            "n": n,
+                            "seed": seed,
+                            "endpoint": e,
+                            "horizon": h,
+                            "variant": variant,
+                            "quintile": quint + 1,
+                            "pairs": int(m.sum()),
+                            "covered": int(cov[m].sum()),
+                            "width_sum": float((hi_h[m, j] - lo_h[m, j]).sum()),
+                            "abs_err_sum": float(np.abs(est_h[m, j] - tr[m, j]).sum()),
+                            "monotone_violations": mono,
+                            "order_violations": order,
+                            "fit_s": round(fit_s, 2),
+                            "interval_fit_s": round(iv_s, 2),
+                            "serve_ms_per_patient": round(serve_ms, 4),
+                            "n_resamples": resamples,
+                        }
+                    )
+    return rows
+
+
+def summarise(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = pd.read_csv(path)
+    keys = ["model", "n", "variant"]
+    g = df.groupby(keys)
+    overall = g[["pairs", "covered", "width_sum", "abs_err_sum"]].sum()
+    overall["coverage"] = overall["covered"] / overall["pairs"]
+    overall["width_over_mae"] = overall["width_sum"] / overall["abs_err_sum"]
+    overall["mean_width"] = overall["width_sum"] / overall["pairs"]
+    overall["mae"] = overall["abs_err_sum"] / overall["pairs"]
+    overall["seeds"] = g["seed"].nunique()
+    overall["monotone_violations"] = g["monotone_violations"].sum()
+    overall["order_violations"] = g["order_violations"].sum()
+    overall["serve_ms_per_patient"] = g["serve_ms_per_patient"].mean()
+    overall["interval_fit_s_per_endpoint"] = g["interval_fit_s"].mean()
+    overall["fit_s_per_endpoint"] = g["fit_s"].mean()
+    byq = df.groupby([*keys, "quintile"])[["pairs", "covered"]].sum()
+    byq["coverage"] = byq["covered"] / byq["pairs"]
+    quint = byq["coverage"].unstack("quintile")
+    quint.columns = [f"q{c}" for c in quint.columns]
+    return overall.join(quint).reset_index(), df
+
+
+def write_record(summary: pd.DataFrame, path: Path, variant: str, model: str) -> None:
+    """The coverage record the bundle carries and the report quotes."""
+    rows = summary[(summary["variant"] == variant) & (summary["model"] == model)]
+    record = {
+        "what": "share of (test patient, horizon, endpoint) pairs whose true CIF lay inside the "
+        "95 % interval, synthetic cohort (modern mix), benchmarks/bench_intervals.py",
+        "model": model,
+        "variant": variant,
+        "level": 0.95,
+        "horizons_months": list(HORIZONS_MONTHS),
+        "by_n": {
+            str(int(r.n)): {
+                "coverage": round(float(r.coverage), 4),
+                "min_quintile_coverage": round(float(min(r.q1, r.q2, r.q3, r.q4, r.q5)), 4),
+                "width_over_mae": round(float(r.width_over_mae), 2),
+                "training_cohorts": int(r.seeds),
+            }
+            for r in rows.itertuples()
+        },
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[600, 2000])
+    ap.add_argument("--seeds", default="0-9")
+    ap.add_argument("--model", default="factory", choices=["factory", "forest", "ensemble"])
+    ap.add_argument("--resamples", type=int, default=16)
+    ap.add_argument("--test-n", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/intervals.csv")
+    ap.add_argument("--summarise", type=Path)
+    ap.add_argument("--record", type=Path)
+    ap.add_argument("--record-variant", default="shrink_rms")
+    args = ap.parse_args(argv)
+    if args.summarise:
+        s, _ = summarise(args.summarise)
+        with pd.option_context("display.width", 250, "display.max_columns", 40):
+            print(s.round(3).to_string(index=False))
+        if args.record:
+            write_record(s, args.record, args.record_variant, s["model"].iloc[0])
+        return 0
+    print(
+        f"nproc {os.cpu_count()}, load {os.getloadavg()}, {platform.node()}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
+    test = Cohort.from_records(simulate_cohort(args.test_n, seed=TEST_SEED, **MIX))
+    truth = {e: true_cif(test.records, e, HORIZONS_MONTHS) for e in ENDPOINTS}
+    done = done_keys(args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for n in args.n:
+        for seed in parse_seeds(args.seeds):
+            if (args.model, n, seed) in done:
+                continue
+            t0 = time.perf_counter()
+            rows = run_one(args.model, n, seed, test, truth, args.resamples)
+            new = not args.out.exists()
+            with open(args.out, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=FIELDS)
+                if new:
+                    w.writeheader()
+                w.writerows(rows)
+            r = pd.DataFrame(rows)
+            r = r[r["variant"] == args.record_variant]
+            print(
+                f"n={n} seed={seed}: coverage {r.covered.sum() / r.pairs.sum():.3f}, "
+                f"width/MAE {r.width_sum.sum() / r.abs_err_sum.sum():.2f}, "
+                f"{time.perf_counter() - t0:.0f}s",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
