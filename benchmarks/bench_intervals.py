@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from features.config import ENDPOINTS, HORIZONS_MONTHS  # noqa: E402
 from features.synthetic import simulate_cohort, true_cif  # noqa: E402
+from features.timegrid import DEFAULT_GRID  # noqa: E402
 from models.intervals import VARIANTS, fit_resample_intervals  # noqa: E402
 from training.data import Cohort  # noqa: E402
 
@@ -62,9 +64,8 @@ FIELDS = [
 def build(model: str, seed: int):
     """The estimator under test: the registered architecture, or the forest."""
     if model == "factory":
-        from training.model_factory import build_model
-
         from training.config import load_config
+        from training.model_factory import build_model
 
         return build_model(load_config("release"), seed)
     if model == "forest":
@@ -76,7 +77,7 @@ def build(model: str, seed: int):
     if model == "ensemble":
         from models.ensemble import CompetingRiskEnsemble
 
-        return CompetingRiskEnsemble(n_estimators=200, n_jobs=1, random_state=seed)
+        return CompetingRiskEnsemble(n_estimators=200, n_causes=2, n_jobs=1, random_state=seed)
     raise ValueError(model)
 
 
@@ -96,10 +97,13 @@ def done_keys(path: Path) -> set[tuple[str, int, int]]:
     }
 
 
-def run_one(model: str, n: int, seed: int, test: Cohort, truth: dict, resamples: int) -> list:
+def fit_one(model: str, n: int, seed: int, test: Cohort, resamples: int, cache: Path | None):
+    """Per endpoint: (interval model, test grid CIF, model fit s, interval fit s); cached."""
+    path = None if cache is None else cache / f"{model}_n{n}_s{seed}_r{resamples}.joblib"
+    if path is not None and path.exists():
+        return joblib.load(path)
     train = Cohort.from_records(simulate_cohort(n, seed=seed, **MIX))
-    rows = []
-    H = np.asarray(HORIZONS_MONTHS, dtype=float)
+    out = {}
     for ei, e in enumerate(ENDPOINTS):
         t0 = time.perf_counter()
         est = build(model, seed * 10 + ei).fit(train.X, train.y[e])
@@ -108,9 +112,22 @@ def run_one(model: str, n: int, seed: int, test: Cohort, truth: dict, resamples:
         iv = fit_resample_intervals(
             est, train.X, train.y[e], n_resamples=resamples, random_state=seed * 10 + ei
         )
-        iv_s = time.perf_counter() - t0
-        grid_cif = est.predict_cif(test.X)[:, 0, :]
-        cols = est.grid_.index_of(H)
+        out[e] = (iv, est.predict_cif(test.X)[:, 0, :], fit_s, time.perf_counter() - t0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(out, path)
+    return out
+
+
+def run_one(
+    model: str, n: int, seed: int, test: Cohort, truth: dict, resamples: int, cache: Path | None
+) -> list:
+    fits = fit_one(model, n, seed, test, resamples, cache)
+    rows = []
+    H = np.asarray(HORIZONS_MONTHS, dtype=float)
+    cols = DEFAULT_GRID.index_of(H)
+    for e in ENDPOINTS:
+        iv, grid_cif, fit_s, iv_s = fits[e]
         tr = truth[e]
         est_h = grid_cif[:, cols]
         for variant in VARIANTS:
@@ -206,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resamples", type=int, default=16)
     ap.add_argument("--test-n", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/intervals.csv")
+    ap.add_argument("--cache", type=Path, help="keep fitted interval models here (re-evaluate)")
     ap.add_argument("--summarise", type=Path)
     ap.add_argument("--record", type=Path)
     ap.add_argument("--record-variant", default="shrink_rms")
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if (args.model, n, seed) in done:
                 continue
             t0 = time.perf_counter()
-            rows = run_one(args.model, n, seed, test, truth, args.resamples)
+            rows = run_one(args.model, n, seed, test, truth, args.resamples, args.cache)
             new = not args.out.exists()
             with open(args.out, "a", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=FIELDS)
