@@ -16,7 +16,13 @@ from models.forest import CompetingRiskForest
 from training.config import TrainConfig, load_config
 from training.evaluate import FOREST, fit_all
 from training.model_card import build_model_card
-from training.model_factory import build_model, candidate_models, describe_model, needs_tuning
+from training.model_factory import (
+    build_model,
+    candidate_models,
+    describe_model,
+    member_candidates,
+    needs_tuning,
+)
 
 ENSEMBLE_CONFIG = {
     "model": {"kind": "ensemble", "params": {"forest_leaf_sizes": [5, 20], "cv": 3}},
@@ -74,6 +80,11 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     for name, _ in model.members_:
         assert name in line
     assert f"{model.weights_[0, 0]:.2f}" in line
+    members = member_candidates(models[FOREST])
+    assert list(members) == ["ensemble:forest_leaf5", "ensemble:forest_leaf20", "ensemble:cox"]
+    alone = candidate_models(cfg, seed=0)["ensemble:cox"]
+    assert type(members["ensemble:cox"][ENDPOINTS[0]]) is type(alone)
+    assert member_candidates({e: CompetingRiskForest() for e in ENDPOINTS}) == {}
     bundle = ModelBundle(
         models=models[FOREST],
         grid=DEFAULT_GRID,
