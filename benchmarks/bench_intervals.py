@@ -35,7 +35,12 @@ sys.path.insert(0, str(ROOT))
 from features.config import ENDPOINTS, HORIZONS_MONTHS  # noqa: E402
 from features.synthetic import simulate_cohort, true_cif  # noqa: E402
 from features.timegrid import DEFAULT_GRID  # noqa: E402
-from models.intervals import VARIANTS, fit_resample_intervals  # noqa: E402
+from models.intervals import (  # noqa: E402
+    DEFAULT_NEIGHBOURS,
+    DEFAULT_RESAMPLE_PARAMS,
+    VARIANTS,
+    fit_resample_intervals,
+)
 from training.data import Cohort  # noqa: E402
 
 MIX = {"twice_daily_share": 0.2}
@@ -57,6 +62,8 @@ FIELDS = [
     "fit_s",
     "interval_fit_s",
     "serve_ms_per_patient",
+    "single_patient_ms",
+    "two_plan_difference_ms",
     "n_resamples",
 ]
 
@@ -119,6 +126,16 @@ def fit_one(model: str, n: int, seed: int, test: Cohort, resamples: int, cache: 
     return out
 
 
+def single_call_ms(fn, *args, repeats: int = 30) -> float:
+    """Median wall time of one call, in ms (the serving cost of one request's intervals)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
 def run_one(
     model: str, n: int, seed: int, test: Cohort, truth: dict, resamples: int, cache: Path | None
 ) -> list:
@@ -135,6 +152,8 @@ def run_one(
             t0 = time.perf_counter()
             lo, hi = iv.grid_interval(test.X, grid_cif)
             serve_ms = (time.perf_counter() - t0) / len(test) * 1e3
+            one = single_call_ms(iv.grid_interval, test.X.iloc[:1], grid_cif[:1])
+            pair = single_call_ms(iv.grid_difference, test.X.iloc[:2], grid_cif[:2, cols], cols)
             mono = int((np.diff(lo, axis=1) < -1e-12).sum() + (np.diff(hi, axis=1) < -1e-12).sum())
             order = int(
                 ((lo > grid_cif + 1e-12) | (hi < grid_cif - 1e-12) | (lo < 0) | (hi > 1)).sum()
@@ -163,6 +182,8 @@ def run_one(
                             "fit_s": round(fit_s, 2),
                             "interval_fit_s": round(iv_s, 2),
                             "serve_ms_per_patient": round(serve_ms, 4),
+                            "single_patient_ms": round(one, 4),
+                            "two_plan_difference_ms": round(pair, 4),
                             "n_resamples": resamples,
                         }
                     )
@@ -179,9 +200,13 @@ def summarise(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     overall["mean_width"] = overall["width_sum"] / overall["pairs"]
     overall["mae"] = overall["abs_err_sum"] / overall["pairs"]
     overall["seeds"] = g["seed"].nunique()
+    overall["n_resamples"] = g["n_resamples"].max()
+    overall["test_patients"] = g["pairs"].sum() / (overall["seeds"] * 2 * len(HORIZONS_MONTHS))
     overall["monotone_violations"] = g["monotone_violations"].sum()
     overall["order_violations"] = g["order_violations"].sum()
     overall["serve_ms_per_patient"] = g["serve_ms_per_patient"].mean()
+    overall["single_patient_ms"] = g["single_patient_ms"].median()
+    overall["two_plan_difference_ms"] = g["two_plan_difference_ms"].median()
     overall["interval_fit_s_per_endpoint"] = g["interval_fit_s"].mean()
     overall["fit_s_per_endpoint"] = g["fit_s"].mean()
     byq = df.groupby([*keys, "quintile"])[["pairs", "covered"]].sum()
@@ -198,6 +223,15 @@ def write_record(summary: pd.DataFrame, path: Path, variant: str, model: str) ->
         "what": "share of (test patient, horizon, endpoint) pairs whose true CIF lay inside the "
         "95 % interval, synthetic cohort (modern mix), benchmarks/bench_intervals.py",
         "model": model,
+        "mix": "modern mix (twice_daily_share 0.2)",
+        "configuration": {
+            "n_resamples": int(rows["n_resamples"].iloc[0]) if "n_resamples" in rows else None,
+            "resample_params": DEFAULT_RESAMPLE_PARAMS,
+            "n_neighbours": DEFAULT_NEIGHBOURS,
+            "test_patients": int(rows["test_patients"].iloc[0])
+            if "test_patients" in rows
+            else None,
+        },
         "variant": variant,
         "level": 0.95,
         "horizons_months": list(HORIZONS_MONTHS),

@@ -358,3 +358,56 @@ def fit_bundle_intervals(
         )
         for i, (e, m) in enumerate(models.items())
     }
+
+
+RESAMPLE_CI_NOTE = (
+    "Intervals are {level:.0%} intervals built at training time from refits of the model on "
+    "cohorts simulated from it, corrected for the model's pull towards the average risk (its "
+    "bias), not only for its sampling variability. {measured} This model was trained on "
+    "{source}; {truth}"
+)
+NO_TRUTH_REAL = (
+    "for a model trained on real data the true risks are unknown, so the coverage of its own "
+    "intervals cannot be measured: the figures above are the method's on simulated data, not "
+    "a guarantee for this model."
+)
+NO_TRUTH_SYNTHETIC = (
+    "even then, only the benchmark's simulated cohorts have a known truth; a model trained on "
+    "real data has none, and its coverage cannot be measured."
+)
+
+
+def coverage_note(bundle, level: float = DEFAULT_LEVEL) -> str | None:
+    """One paragraph for the report and the model card: the method, the coverage record the
+    bundle carries (configuration and n it was simulated at), and that a model trained on real
+    data has no known truth. None for a bundle without interval models."""
+    if getattr(bundle, "intervals", None) is None:
+        return None
+    record = getattr(bundle, "interval_record", None) or {}
+    by_n = record.get("by_n") or {}
+    if by_n:
+        parts = [
+            f"{100 * r['coverage']:.0f}% at n = {n} (lowest fifth of true risk "
+            f"{100 * r['min_quintile_coverage']:.0f}%; {r['training_cohorts']} training cohorts)"
+            for n, r in sorted(by_n.items(), key=lambda kv: int(kv[0]))
+        ]
+        measured = (
+            f"On synthetic cohorts ({record.get('model', 'model')}, "
+            f"{record.get('mix', 'modern mix')}, measured {record.get('measured', 'n/a')}) the "
+            f"same method covered the true risk in {'; '.join(parts)} of patient-horizon pairs "
+            f"(nominal {level:.0%}; benchmarks/RESULTS.md)."
+        )
+    else:
+        measured = "Their coverage of the true risk has not been measured for this build."
+    prov = dict(getattr(bundle, "provenance", None) or {})
+    source = str(prov.get("data_source", "an unrecorded data source"))
+    n_rows = prov.get("development_rows") or (getattr(bundle, "training_summary", None) or {}).get(
+        "n_rows"
+    )
+    trained_on = f"{n_rows} patients ({source})" if n_rows else source
+    return RESAMPLE_CI_NOTE.format(
+        level=level,
+        measured=measured,
+        source=trained_on,
+        truth=NO_TRUTH_SYNTHETIC if source.startswith("synthetic") else NO_TRUTH_REAL,
+    )

@@ -28,6 +28,7 @@ from features.config import (
 )
 from features.schema import INPUT_COLUMNS, PatientInput, validate_table
 from models.explain import BundleExplainer, Factor, describe_value, top_factors
+from models.intervals import coverage_note
 from models.uncertainty import DEFAULT_LEVEL
 
 N_FACTORS = 5
@@ -260,6 +261,14 @@ def _coverage_text() -> str:
         return "an unmeasured share"
 
 
+def interval_note(bundle, level: float = DEFAULT_LEVEL) -> str:
+    """What the report says about the intervals: the method, the coverage record the bundle
+    carries (configuration and n it was simulated at) and that real data have no known truth;
+    for an older bundle, its forests' jackknife intervals."""
+    note = coverage_note(bundle, level)
+    return CI_NOTE.format(level=level, coverage=_coverage_text()) if note is None else note
+
+
 def build_report(
     bundle,
     patient: dict[str, Any] | PatientInput,
@@ -342,7 +351,7 @@ def build_report(
             "out_of_scope": OUT_OF_SCOPE,
             "not_causal": NOT_CAUSAL,
             "synthetic": SYNTHETIC_DATA,
-            "ci": CI_NOTE.format(level=level, coverage=_coverage_text()),
+            "ci": interval_note(bundle, level),
             "shap": SHAP_NOTE.format(h=MAIN_HORIZON_MONTHS),
         },
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,13 +123,49 @@ def test_paired_differences_are_consistent():
     assert np.any(hi[7] > lo[7])
 
 
-def test_bundle_uses_the_interval_model():
+RECORD = {
+    "model": "ensemble",
+    "measured": "2026-12-02",
+    "by_n": {
+        "600": {"coverage": 0.931, "min_quintile_coverage": 0.842, "training_cohorts": 10},
+        "2000": {"coverage": 0.912, "min_quintile_coverage": 0.801, "training_cohorts": 10},
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def interval_bundle():
     base = small_bundle()
     c = cohort()
     intervals = fit_bundle_intervals(
         base.models, c.X, c.y, n_resamples=3, random_state=0, resample_params=LIGHT
     )
-    bundle = replace(base, intervals=intervals, interval_record={"by_n": {}})
+    return replace(base, intervals=intervals, interval_record=RECORD)
+
+
+def test_report_quotes_the_coverage_record_and_the_missing_truth():
+    from serving.report import build_report, interval_note
+    from serving.report_render import render_pdf
+
+    bundle = interval_bundle()
+    note = interval_note(bundle)
+    assert "93% at n = 600" in note and "80%" in note and "n = 2000" in note
+    assert "cannot be measured" in note and "real data" in note
+    assert "infinitesimal" not in note
+    assert "infinitesimal" in interval_note(small_bundle())  # older bundles: the jackknife
+    real = replace(bundle, provenance={**bundle.provenance, "data_source": "file:cohort.csv"})
+    assert "for a model trained on real data the true risks are unknown" in interval_note(real)
+    patient = json.loads((Path(__file__).parents[1] / "docs/example_patient.json").read_text())
+    report = build_report(bundle, patient)
+    assert report.notes["ci"] == note
+    pages = re.findall(rb"/Type\s*/Page\b(?!s)", render_pdf(report))
+    assert len(pages) == 1  # the longer note still fits the one-page report
+
+
+def test_bundle_uses_the_interval_model():
+    base = small_bundle()
+    c = cohort()
+    bundle = interval_bundle()
     X = c.X.iloc[:8]
     times = [3, 6, 12, 24, 36, 60]
     cif = bundle.predict_cif_features(X, times)

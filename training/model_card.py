@@ -46,7 +46,12 @@ def _metric_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _coverage_line() -> str:
+def _coverage_line(bundle=None) -> str:
+    from models.intervals import coverage_note
+
+    note = coverage_note(bundle)
+    if note is not None:
+        return note
     try:
         data = json.loads(BENCH_RESULTS.read_text())
         cov = 100 * float(data["coverage_default"])
@@ -118,7 +123,12 @@ def build_model_card(
         f"{bundle.grid.max_months:g} months; reported at {', '.join(map(str, HORIZONS_MONTHS))} "
         f"months (main horizon {MAIN_HORIZON_MONTHS}).",
         "- Explanations: exact path-dependent TreeSHAP of the CIF at every grid time; "
-        "confidence intervals by the infinitesimal jackknife (Wager, Hastie & Efron 2014).",
+        + (
+            "confidence intervals by the infinitesimal jackknife (Wager, Hastie & Efron 2014)."
+            if getattr(bundle, "intervals", None) is None
+            else "confidence intervals from refits on cohorts simulated from the model, "
+            "bias-corrected (models/intervals.py)."
+        ),
         "",
         "## Intended use",
         "",
@@ -175,7 +185,7 @@ def build_model_card(
         "",
         "## Uncertainty",
         "",
-        _coverage_line(),
+        _coverage_line(bundle),
         "",
         "## Ethical considerations and caveats",
         "",
@@ -184,7 +194,10 @@ def build_model_card(
         "changed; dose comparisons are toxicity only and ignore tumour control.",
         "- Subgroups with few patients (rare stages, twice-daily schedules) are estimated with "
         "little data; their intervals are wide and their bias unknown.",
-        "- The reported intervals cover sampling variability, not model bias.",
+        "- The reported intervals cover sampling variability, not model bias."
+        if getattr(bundle, "intervals", None) is None
+        else "- The reported intervals include an estimate of the model's bias; their coverage "
+        "is known only on simulated data.",
         "",
         "## TRIPOD+AI items",
         "",
