@@ -139,6 +139,7 @@ class ResampleIntervals:
     slope: np.ndarray  # (G,)
     n_neighbours: int = DEFAULT_NEIGHBOURS
     variant: str = DEFAULT_VARIANT
+    weighting: str = "kernel"
     info: dict[str, Any] = field(default_factory=dict)
 
     # -- lookup ------------------------------------------------------------------------
@@ -146,18 +147,50 @@ class ResampleIntervals:
         x = np.asarray(X, dtype=float)
         return ((x - self.feature_mean) / self.feature_scale).astype(np.float32)
 
-    def neighbours(self, X) -> np.ndarray:
-        """Indices (m, k) of each row's k nearest training patients (standardised features)."""
+    def neighbours(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, weights), each (m, 2k): each row's 2k nearest training patients in
+        standardised feature space and their weights (summing to 1 per row).
+
+        ``weighting`` "kernel" (default): a Gaussian kernel whose bandwidth is the distance to
+        the k-th neighbour, minus its value at the 2k-th, so a weight falls continuously to 0
+        where a neighbour leaves the set: the looked-up figures change smoothly with the
+        inputs, and two close dose plans get close, not identical, deviations (their paired
+        difference interval shrinks with the plans' difference instead of collapsing).
+        "uniform": the k nearest, equally weighted.
+        """
         xs = self._standardise(X)
         ref = self.train_features
-        k = min(self.n_neighbours, ref.shape[0])
+        n_ref = ref.shape[0]
+        k = min(self.n_neighbours, n_ref)
+        kk = min(2 * k, n_ref)
         ref_sq = np.einsum("ij,ij->i", ref, ref)
-        out = np.empty((xs.shape[0], k), dtype=np.int64)
+        idx = np.empty((xs.shape[0], kk), dtype=np.int64)
+        dist2 = np.empty((xs.shape[0], kk))
         for a in range(0, xs.shape[0], CHUNK):
             block = xs[a : a + CHUNK]
-            d2 = ref_sq[None, :] - 2.0 * block @ ref.T
-            out[a : a + CHUNK] = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        return out
+            d2 = (
+                ref_sq[None, :] - 2.0 * block @ ref.T + np.einsum("ij,ij->i", block, block)[:, None]
+            )
+            part = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
+            pd2 = np.take_along_axis(d2, part, axis=1)
+            order = np.argsort(pd2, axis=1)
+            idx[a : a + CHUNK] = np.take_along_axis(part, order, axis=1)
+            dist2[a : a + CHUNK] = np.maximum(np.take_along_axis(pd2, order, axis=1), 0.0)
+        if getattr(self, "weighting", "kernel") == "uniform":
+            w = np.zeros_like(dist2)
+            w[:, :k] = 1.0 / k
+            return idx, w
+        h2 = np.maximum(dist2[:, [k - 1]], 1e-12)
+        w = np.exp(-0.5 * dist2 / h2) - np.exp(-0.5 * dist2[:, [-1]] / h2)
+        w = np.clip(w, 0.0, None)
+        total = w.sum(axis=1, keepdims=True)
+        w = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / kk)
+        return idx, w
+
+    def _average(self, values: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Weighted average over each row's neighbours of per-training-patient ``values``."""
+        picked = values[idx].astype(np.float32 if values.dtype == np.float16 else float)
+        return np.einsum("mk,mk...->m...", w.astype(picked.dtype), picked)
 
     def _correct(self, bias: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shift to subtract from the estimate, standard error) under ``variant``."""
@@ -180,9 +213,9 @@ class ResampleIntervals:
         0 <= lower <= cif <= upper <= 1, both non-decreasing along the grid.
         """
         cif_grid = np.asarray(cif_grid, dtype=float)
-        nb = self.neighbours(X)
-        bias = self.bias[nb].astype(float).mean(axis=1)
-        var = self.variance[nb].astype(float).mean(axis=1)
+        idx, w = self.neighbours(X)
+        bias = self._average(self.bias, idx, w).astype(float)
+        var = self._average(self.variance, idx, w).astype(float)
         shift, se = self._correct(
             smooth_over_time(bias, SMOOTH_HALF_WIDTH), smooth_over_time(var, SMOOTH_HALF_WIDTH)
         )
@@ -217,9 +250,9 @@ class ResampleIntervals:
         deviations' variance (at least 1).
         """
         cif = np.asarray(cif, dtype=float)
-        nb = self.neighbours(X)
-        dev = self.deviations[nb].astype(np.float32).mean(axis=1)  # (m, R, G)
-        local_var = self.variance[nb].astype(float).mean(axis=1)
+        idx, w = self.neighbours(X)
+        dev = self._average(self.deviations, idx, w)  # (m, R, G)
+        local_var = self._average(self.variance, idx, w).astype(float)
         dev_var = dev.var(axis=1, ddof=1).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(dev_var > 0, local_var / dev_var, 1.0).clip(min=1.0)

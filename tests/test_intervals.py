@@ -185,3 +185,19 @@ def test_bundle_uses_the_interval_model():
         d = diffs[e]
         np.testing.assert_allclose(d.estimate, cif[e] - cif[e][[0]])
         assert np.all(d.lower <= d.estimate) and np.all(d.estimate <= d.upper)
+
+
+def test_close_plans_get_a_difference_interval_that_shrinks_with_the_difference():
+    """Kernel-weighted neighbours: a small dose change moves the paired difference's interval
+    continuously away from [0, 0] (it does not collapse to the point estimate)."""
+    model, iv = fitted()
+    row = cohort().X.iloc[[5]]
+    plans = row.loc[row.index.repeat(3)].reset_index(drop=True)
+    for i, extra in enumerate((0.0, 1.0, 4.0)):
+        plans.loc[i, "reirr_eqd2_gy"] += extra
+        plans.loc[i, "cumulative_eqd2_gy"] += extra
+    cols = DEFAULT_GRID.index_of([24.0])
+    cif = model.predict_cif(plans, [24.0])[:, 0, :]
+    _, lo, hi = iv.grid_difference(plans, cif, cols, reference=0)
+    width = (hi - lo)[:, 0]
+    assert width[0] == 0 and 0 < width[1] < width[2]
