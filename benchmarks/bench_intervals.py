@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[600, 2000])
     ap.add_argument("--seeds", default="0-9")
     ap.add_argument("--model", default="factory", choices=["factory", "forest", "ensemble"])
-    ap.add_argument("--resamples", type=int, default=16)
+    ap.add_argument("--resamples", type=int, default=8)
     ap.add_argument("--test-n", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/intervals.csv")
     ap.add_argument("--cache", type=Path, help="keep fitted interval models here (re-evaluate)")

@@ -57,7 +57,7 @@ from features.config import EVENT_CENSORED, EVENT_OF_INTEREST
 from models._cif import check_survival_y, grid_indices
 from models.uncertainty import DEFAULT_LEVEL, normal_quantile, smooth_over_time
 
-DEFAULT_RESAMPLES = 16
+DEFAULT_RESAMPLES = 8
 """Refits per endpoint: enough for a mean and a spread per patient once averaged over
 neighbours; each costs one fit of the (lightened) model."""
 DEFAULT_NEIGHBOURS = 10

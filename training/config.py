@@ -161,7 +161,7 @@ class IntervalsConfig(_Strict):
     """Per-patient intervals (models/intervals.py): refits of the registered model on cohorts
     simulated from it, at training time; serving only looks them up."""
 
-    n_resamples: int = Field(16, ge=2)
+    n_resamples: int = Field(8, ge=2)
     n_estimators: int | None = Field(50, ge=1)
     """Trees per forest in each refit (None: as many as the registered model). Fewer trees
     make the refits cheap; their extra Monte-Carlo noise only widens the intervals."""
