@@ -38,6 +38,10 @@ MAX_PARENTS = 4
 """Most inputs one feature depends on (cumulative EQD2); tables have 2^MAX_PARENTS slots."""
 MAX_PLAYERS = 62
 """Coalitions are int64 bit masks in the kernels."""
+DEFAULT_BACKGROUND_SIZE = 100
+"""K: background patients of the value function, drawn from the training data and stored in
+the model bundle. The value function is exact for any K; K sets the cost (linear) and how
+closely the base value approaches the training average (its sampling error)."""
 
 FeatureFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -181,3 +185,14 @@ def feature_players(names: Sequence[str]) -> PlayerMap:
     """Each feature of a numeric matrix is its own player (a model fitted on any features)."""
     names = tuple(str(n) for n in names)
     return make_player_map(names, names, {n: (n,) for n in names}, _ColumnStack(names))
+
+
+def background_inputs(
+    records: pd.DataFrame, size: int = DEFAULT_BACKGROUND_SIZE, seed: int = 0
+) -> pd.DataFrame:
+    """A seeded sample of at most ``size`` training patients' inputs (no patient key)."""
+    missing = [p for p in PLAYERS if p not in records.columns]
+    if missing:
+        raise ValueError(f"background: missing input column(s) {missing}")
+    rows = records if len(records) <= size else records.sample(n=size, random_state=seed)
+    return rows[list(PLAYERS)].reset_index(drop=True)

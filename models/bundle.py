@@ -82,6 +82,12 @@ class ModelBundle:
     interval_record: dict[str, Any] | None = None
     """How the interval method covered the true risk on the synthetic cohort (configuration,
     n, coverage), written by ``benchmarks/bench_intervals.py``; quoted by the report."""
+    background: pd.DataFrame | None = None
+    """Inputs (the contract's 16 fields, no patient key) of at most
+    ``models.shapley.DEFAULT_BACKGROUND_SIZE`` training patients drawn with the run's seed:
+    the background of the explanations' value function (:mod:`models.shapley`). Patient-level
+    rows in the served file are the price of exact explanations of any model (a Cox member
+    has no tree covers to average over); without identifiers, and at most K of them."""
 
     def __post_init__(self) -> None:
         missing = [e for e in ENDPOINTS if e not in self.models]
@@ -91,6 +97,10 @@ class ModelBundle:
             raise ValueError(
                 "bundle was trained with other features than this code builds; retrain it"
             )
+
+    def explanation_background(self) -> pd.DataFrame | None:
+        """The explanations' background inputs (None for bundles written before they were kept)."""
+        return getattr(self, "background", None)
 
     # -- prediction -------------------------------------------------------------------
     def features(self, records: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,13 @@ wording (factors, labels, importance tables) beside the feature specifications, 
 
 from __future__ import annotations
 
-from features.players import PLAYERS, PlayerMap, feature_players, input_players
+from features.players import (
+    PLAYERS,
+    PlayerMap,
+    background_inputs,
+    feature_players,
+    input_players,
+)
 from features.wording import (
     TECHNIQUE_COLUMNS,
     TECHNIQUE_GROUP,
@@ -53,6 +59,7 @@ __all__ = [
     "ForestExplainer",
     "InputExplainer",
     "Method",
+    "background_inputs",
     "PackedForest",
     "PlayerMap",
     "describe_value",

@@ -50,8 +50,13 @@ import numba
 import numpy as np
 import pandas as pd
 
-from features.pipeline import FEATURE_COLUMNS
-from features.players import PlayerMap, feature_players, input_players
+from features.pipeline import FEATURE_COLUMNS, build_features
+from features.players import (
+    DEFAULT_BACKGROUND_SIZE,
+    PlayerMap,
+    feature_players,
+    input_players,
+)
 from features.wording import TECHNIQUE_COLUMNS, TECHNIQUE_GROUP
 
 Method = Literal["path_dependent", "interventional", "interventional_inputs"]
@@ -59,8 +64,6 @@ ADDITIVITY_TOL = 1e-9
 """Base value + attributions must equal the model's CIF to this (probability scale)."""
 MAX_FEATURES_INTERVENTIONAL = 62
 """Interventional coalitions are int64 bit masks."""
-DEFAULT_BACKGROUND_SIZE = 100
-"""K: background patients of the input-level value function (drawn from the training data)."""
 N_THREADS = 2
 """The two endpoints are explained in two threads (the kernels release the GIL)."""
 # The kernels use numba's ``error_model="numpy"``: Python's zero-division checks on every
@@ -438,9 +441,9 @@ def _as_model_input(X) -> np.ndarray:
 # ------------------------------------------------- input-level players: forest kernel
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _interventional_players(
-    table, parents, n_parents, n_players, roots, max_depth, left, right, feature, threshold
+    table, parents, n_parents, n_players, roots, max_depth, left, right, feature, threshold, values
 ):
-    """Shapley weight of every node's value for every player, (N, P), summed over backgrounds.
+    """Shapley values (P, G) of a tree sum, summed over background rows (divide by K).
 
     ``table[q, j, m]``: feature j of the hybrid of the patient and background row q when
     parent i of j takes the patient's value iff bit i of m is set (cast like the trees
@@ -448,12 +451,15 @@ def _interventional_players(
     split on j it enumerates the assignments of j's parents consistent with them, follows
     one child if they all agree, else one branch per assignment with j's parents fixed. The
     branches are disjoint and cover every coalition, so each leaf's game is a sum of
-    conjunction games with closed-form Shapley values.
+    conjunction games with closed-form Shapley values: per leaf, a weight per player,
+    multiplied by the leaf's whole CIF curve once at the end (only the leaves reached).
     """
     n_bg = table.shape[0]
     n_nodes = left.shape[0]
     max_par = parents.shape[1]
     w = np.zeros((n_nodes, n_players))
+    touched = np.empty(n_nodes, dtype=np.int64)
+    n_touched = 0
     fact = np.ones(2 * n_players + 2)
     for i in range(1, fact.shape[0]):
         fact[i] = fact[i - 1] * i
@@ -462,6 +468,7 @@ def _interventional_players(
     s_mx = np.empty(cap, dtype=np.int64)
     s_mb = np.empty(cap, dtype=np.int64)
     goes_left = np.empty(1 << max_par, dtype=np.int8)  # -1: inconsistent with mx/mb
+    marked = np.zeros(n_nodes, dtype=np.bool_)
     for q in range(n_bg):
         for t in range(roots.shape[0]):
             s_node[0] = roots[t]
@@ -480,6 +487,10 @@ def _interventional_players(
                     c = _popcount(mb)
                     wx = fact[a - 1] * fact[c] / fact[a + c] if a > 0 else 0.0
                     wb = -fact[a] * fact[c - 1] / fact[a + c] if c > 0 else 0.0
+                    if not marked[node]:
+                        marked[node] = True
+                        touched[n_touched] = node
+                        n_touched += 1
                     for p in range(n_players):
                         bit = np.int64(1) << p
                         if mx & bit:
@@ -530,7 +541,17 @@ def _interventional_players(
                     s_mx[top] = nmx
                     s_mb[top] = nmb
                     top += 1
-    return w
+    # only the leaves some coalition game touched carry weight: (P, G) from those rows
+    n_out = values.shape[1]
+    phi = np.zeros((n_players, n_out))
+    for u in range(n_touched):
+        node = touched[u]
+        for p in range(n_players):
+            wp = w[node, p]
+            if wp != 0.0:
+                for g in range(n_out):
+                    phi[p, g] += wp * values[node, g]
+    return phi
 
 
 # ---------------------------------------------------- input-level players: Cox kernel
@@ -846,8 +867,9 @@ class ForestMember:
             p.right,
             p.feature,
             p.threshold,
+            p.values,
         )
-        return (w.T @ p.values) / table.shape[0]
+        return w / table.shape[0]
 
 
 def cox_linear_form(model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -899,7 +921,11 @@ class CoxMember:
             ):
                 raise TypeError("Cox member: its linear predictor is not the one read")
         self.n_background = bg.shape[0]
-        frame = pd.DataFrame(bg, columns=list(players.feature_names))
+        frame = (
+            pd.DataFrame(bg, columns=list(players.feature_names))
+            if hasattr(model, "feature_names_in_")
+            else bg
+        )
         self.base_values = model.predict_cif(frame)[:, self.cause - 1, :].mean(axis=0)
 
     def attributions(self, table: np.ndarray) -> np.ndarray:
@@ -983,7 +1009,9 @@ class InputExplainer:
         for r in range(n):
             table = self.players.hybrid_table(cols, self.background, r)
             phi[r] = self.member.attributions(table)
-        pred = self.model.predict_cif(X)[:, self.cause - 1, :]
+        pred = self.model.predict_cif(
+            X if hasattr(self.model, "feature_names_in_") else X.to_numpy()
+        )[:, self.cause - 1, :]
         exp = Explanation(
             endpoint=self.endpoint,
             method=self.method,
@@ -1057,12 +1085,20 @@ class BundleExplainer:
             explainers = self.input_explainers
             rows = patients
         else:
-            if not isinstance(patients, pd.DataFrame) or not set(FEATURE_COLUMNS) <= set(
-                patients.columns
-            ):
-                patients = self.bundle.features_from_inputs(list(patients))
+            if not all(hasattr(m, "tree_structures") for m in self.bundle.models.values()):
+                raise ValueError(
+                    "this bundle holds no explanation background (bundle.background): only "
+                    "a forest can then be explained (path-dependent); retrain the bundle"
+                )
+            if isinstance(patients, pd.DataFrame):
+                rows = (
+                    patients
+                    if set(FEATURE_COLUMNS) <= set(patients.columns)
+                    else build_features(patients)
+                )
+            else:
+                rows = self.bundle.features_from_inputs(list(patients))
             explainers = self._features_level()
-            rows = patients
         with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
             futures = {e: pool.submit(ex.explain, rows, check) for e, ex in explainers.items()}
             return {e: f.result() for e, f in futures.items()}

@@ -1,9 +1,12 @@
 """`/explain`: exact Shapley attributions of one patient's served risk, at chosen horizons.
 
 Serving asks :class:`models.explain.BundleExplainer` (built once per worker) and stays generic
-over the explanation's players (``Explanation.feature_names``): today the model's features,
-with the four first-course technique indicators shown as one input (``Explanation.grouped``);
-once the ensemble lands, the contract's inputs themselves.
+over the explanation's players (``Explanation.feature_names``): the contract's 16 inputs
+(interventional values against the bundle's background sample, for a forest, a Cox model or
+their ensemble alike); for an older forest bundle without a background, the model's features
+with the four first-course technique indicators shown as one input (``Explanation.grouped``).
+The served risk is computed by the bundle's own prediction (``/score``'s code path) and the
+explanation must add up to it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def explain_patient(
     h = check_horizons(bundle, horizons)
     X = bundle.features_from_inputs([patient])
     served = bundle.predict_cif_features(X, h)[endpoint][0]
-    exp = explainer.explain(X)[endpoint].grouped()
+    exp = explainer.explain([patient])[endpoint].grouped()
     out = []
     for j, months in enumerate(h):
         base, phi, _ = exp.at(months)

@@ -27,7 +27,7 @@ from features.config import (
     MAIN_HORIZON_MONTHS,
 )
 from features.schema import INPUT_COLUMNS, PatientInput, validate_table
-from models.explain import BundleExplainer, Factor, describe_value, top_factors
+from models.explain import INPUT_METHOD, BundleExplainer, Factor, describe_value, top_factors
 from models.intervals import coverage_note
 from models.uncertainty import DEFAULT_LEVEL
 
@@ -85,6 +85,11 @@ CI_NOTE = (
 CI_COVERAGE_FILE = Path(__file__).with_name("ci_coverage.json")
 """Written by ``benchmarks/bench_explain.py`` (coverage of true_cif on the synthetic cohort)."""
 SHAP_NOTE = (
+    "Factors: exact Shapley values of the model's risk at {h} months over the 16 inputs, "
+    "against {k} training patients (interventional), in percentage points; all factors "
+    "together add up to this patient's risk minus those patients' average risk."
+)
+SHAP_NOTE_FOREST = (
     "Factors: exact path-dependent TreeSHAP of the forest's risk at {h} months, in percentage "
     "points; all factors together add up to this patient's risk minus the training average. "
     "The four first-course technique indicators are shown as one factor."
@@ -253,6 +258,12 @@ def _model_identity(bundle, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _shap_note(explainer: BundleExplainer) -> str:
+    if explainer.method == INPUT_METHOD and explainer.background is not None:
+        return SHAP_NOTE.format(h=MAIN_HORIZON_MONTHS, k=len(explainer.background))
+    return SHAP_NOTE_FOREST.format(h=MAIN_HORIZON_MONTHS)
+
+
 def _coverage_text() -> str:
     try:
         data = json.loads(CI_COVERAGE_FILE.read_text())
@@ -288,7 +299,7 @@ def build_report(
         validated, contract_warnings = validate_patient(patient)
     X = bundle.features_from_inputs([validated])
     explainer = explainer or BundleExplainer(bundle)
-    explanations = explainer.explain(X)
+    explanations = explainer.explain([validated])
     grid = bundle.grid.points
     cif = bundle.predict_cif_features(X)
     bands = bundle.risk_intervals(X, grid, cif=cif, level=level)
@@ -352,6 +363,6 @@ def build_report(
             "not_causal": NOT_CAUSAL,
             "synthetic": SYNTHETIC_DATA,
             "ci": interval_note(bundle, level),
-            "shap": SHAP_NOTE.format(h=MAIN_HORIZON_MONTHS),
+            "shap": _shap_note(explainer),
         },
     )

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from features.config import ENDPOINTS
 from features.pipeline import build_features, encode_endpoint
+from features.players import background_inputs
 from features.schema import validated_frame
 from features.synthetic import simulate_cohort
 from features.timegrid import DEFAULT_GRID
@@ -18,6 +19,8 @@ from models.forest import CompetingRiskForest
 
 N_CAUSES = 2
 TEST_N_JOBS = 2
+BACKGROUND_SIZE = 30
+"""The explanations' background (K) of test bundles: small, so that tests stay fast."""
 
 
 @lru_cache(maxsize=4)
@@ -42,4 +45,5 @@ def small_bundle(n: int = 300, n_estimators: int = 50, seed: int = 0) -> ModelBu
             "training_data_sha256": "0" * 64,
             "seed": seed,
         },
+        background=background_inputs(records, size=BACKGROUND_SIZE, seed=seed),
     )

@@ -245,3 +245,17 @@ def feature_frame(records):
     from features.pipeline import build_features
 
     return build_features(records)
+
+
+def test_the_real_ensemble_is_exact(toy):
+    """models.ensemble.CompetingRiskEnsemble (two forests and a Cox member), brute force."""
+    from models.ensemble import CompetingRiskEnsemble
+
+    inputs, _, _ = toy
+    X = _toy_frame(inputs)
+    rng = np.random.default_rng(4)
+    y = _survival_y(rng, 0.8 * X["fab"] - 0.5 * X["fbcd"])
+    ens = CompetingRiskEnsemble(n_estimators=4, cv=2, n_causes=2, random_state=0).fit(X, y)
+    assert len(ens.members_) == 3
+    ens.weights_ = np.array([[0.2, 0.3, 0.5], [0.5, 0.25, 0.25]])  # every member counts
+    _check_against_brute_force(ens, TOY_MAP, inputs, [5, 66], inputs.iloc[120:125])

@@ -250,16 +250,17 @@ def test_paired_difference_interval_is_narrower_than_marginal_intervals(bundle):
 
 
 def test_explanations_add_up_to_the_scored_risk(bundle):
-    from models.explain import BundleExplainer
+    from models.explain import PLAYERS, BundleExplainer
     from serving.explaining import explain_patient
 
     p = patient()
     scored = scoring.score_patient(bundle, p)
     explanations, method = explain_patient(bundle, BundleExplainer(bundle), p,
                                            "fatal_haemorrhage", HORIZONS_MONTHS)
-    assert method == "path_dependent"
+    assert method == "interventional_inputs"
     for e, h in zip(explanations, HORIZONS_MONTHS, strict=True):
         assert e.months == h
         assert abs(e.base_value + sum(e.attributions.values()) - e.risk) <= 1e-9
         assert abs(e.risk - scored.cif_at("fatal_haemorrhage", h)) <= 1e-12
         assert len(e.top_factors) >= 3
+        assert set(e.attributions) == set(PLAYERS)  # the contract's inputs are the players

@@ -174,7 +174,7 @@ def beeswarm_figure(exp: Explanation, horizon: float = MAIN_HORIZON_MONTHS) -> s
     fig, ax = plt.subplots(figsize=(5.2, 0.32 * len(order) + 0.8))
     for row, f in enumerate(order):
         values = g.data.iloc[:, f]
-        numeric = pd.to_numeric(values, errors="coerce")
+        numeric = pd.to_numeric(values, errors="coerce").astype(float)
         if numeric.isna().all():  # the grouped technique: colour by category code
             numeric = pd.Series(pd.factorize(values)[0], dtype=float)
         span = float(numeric.max() - numeric.min()) or 1.0
@@ -193,12 +193,16 @@ def beeswarm_figure(exp: Explanation, horizon: float = MAIN_HORIZON_MONTHS) -> s
 def dependence_figure(exp: Explanation, horizon: float = MAIN_HORIZON_MONTHS) -> str:
     g = exp.grouped()
     _, phi, _ = g.at(horizon)
-    numeric = [i for i, n in enumerate(g.feature_names) if n != "primary_technique"]
+    values = {
+        i: pd.to_numeric(g.data.iloc[:, i], errors="coerce").astype(float)
+        for i in range(len(g.feature_names))
+    }
+    numeric = [i for i, v in values.items() if v.notna().any()]  # not the categories
     top = sorted(numeric, key=lambda i: -np.abs(phi[:, i]).mean())[:N_TOP_DEPENDENCE]
     fig, axes = plt.subplots(1, len(top), figsize=(2.7 * len(top), 2.4))
     for ax, f in zip(np.atleast_1d(axes), top, strict=True):
         ax.scatter(
-            g.data.iloc[:, f].astype(float),
+            values[f],
             PERCENT * phi[:, f],
             s=5,
             color="#b2182b",
@@ -292,7 +296,7 @@ def build_cohort_report(
     perf = performance(cohort, risks, n_boot, seed)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(cohort), size=min(max_explain, len(cohort)), replace=False))
-    explanations = BundleExplainer(bundle).explain(cohort.X.iloc[pick])
+    explanations = BundleExplainer(bundle).explain(cohort.records.iloc[pick])
     figures: dict[str, str] = {}
     tables = {}
     for e in ENDPOINTS:

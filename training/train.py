@@ -25,6 +25,7 @@ from mlflow.models import infer_signature
 
 import mlflow
 from features.config import ENDPOINTS, EVENT_OF_INTEREST, HORIZONS_MONTHS
+from features.players import background_inputs
 from features.schema import INPUT_COLUMNS
 from features.synthetic import simulate_cohort
 from features.timegrid import DEFAULT_GRID
@@ -273,6 +274,7 @@ def _build_bundle(
         baseline_cif=baseline_cif,
         metrics=headline,
         provenance=provenance,
+        background=background_inputs(dev.records, seed=config.seed),
     )
     return attach_intervals(bundle, dev.X, dev.y, config)
 
