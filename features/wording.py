@@ -152,3 +152,19 @@ def importance(exp, horizons=HORIZONS_MONTHS, grouped: bool = True) -> pd.DataFr
     table = pd.DataFrame(cols, index=[feature_label(n) for n in g.feature_names])
     key = f"{MAIN_HORIZON_MONTHS:g} months"
     return table.sort_values(key if key in table else table.columns[-1], ascending=False)
+
+
+def value_function_text(background_size: int | None) -> str:
+    """One sentence naming the explanations' value function (model card, cohort report)."""
+    if background_size:
+        return (
+            "exact interventional Shapley values of the cumulative incidence at every grid "
+            f"time, the 16 inputs of the data contract as players, against {background_size} "
+            "training patients kept in the model bundle (the same value function for every "
+            "member of an ensemble, whose attributions are its members' weighted like their "
+            "risks)"
+        )
+    return (
+        "exact path-dependent TreeSHAP of the cumulative incidence at every grid time (the "
+        "model's features as players, the four first-course technique indicators grouped)"
+    )

@@ -82,6 +82,7 @@ class StandInEnsemble:
         self.members_ = members
         self.weights_ = np.asarray(weights, dtype=float)
         self.event_times_ = members[0][1].event_times_
+        self.feature_names_in_ = members[0][1].feature_names_in_
         self.cause = 1
 
     def predict_cif(self, X, times=None):

@@ -33,7 +33,14 @@ from features.config import (  # noqa: E402
     MAIN_HORIZON_MONTHS,
 )
 from features.timegrid import DEFAULT_GRID  # noqa: E402
-from models.explain import BundleExplainer, Explanation, feature_label, importance  # noqa: E402
+from features.wording import value_function_text  # noqa: E402
+from models.explain import (  # noqa: E402
+    INPUT_METHOD,
+    BundleExplainer,
+    Explanation,
+    feature_label,
+    importance,
+)
 from training.data import Cohort  # noqa: E402
 from training.metrics import (  # noqa: E402
     auc_cr,
@@ -325,6 +332,9 @@ def build_cohort_report(
         "run_metrics": run_metrics or {},
         "importance": {e: t for e, t in tables.items()},
         "n_explained": len(pick),
+        "value_function": value_function_text(
+            None if explanations[ENDPOINTS[0]].method != INPUT_METHOD else len(bundle.background)
+        ),
         "data": data_summary(cohort, bundle),
         "tripod": TRIPOD_AI,
         "endpoints": [(e, ENDPOINT_LABELS[e]) for e in ENDPOINTS],

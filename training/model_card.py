@@ -14,6 +14,7 @@ from typing import Any
 
 from features.config import ENDPOINT_LABELS, ENDPOINTS, HORIZONS_MONTHS, MAIN_HORIZON_MONTHS
 from features.pipeline import FEATURES
+from features.wording import value_function_text
 from training.model_factory import describe_model
 from training.tripod import TRIPOD_AI
 
@@ -70,6 +71,11 @@ def _coverage_line(bundle=None) -> str:
     )
 
 
+def _background_size(bundle) -> int | None:
+    background = getattr(bundle, "background", None)
+    return None if background is None else len(background)
+
+
 def _type_line(bundle, params: dict[str, Any]) -> str:
     """What the registered model is: a forest, or an ensemble's members and weights."""
     models = dict(bundle.models)
@@ -122,7 +128,7 @@ def build_model_card(
         f"- Outputs: cumulative incidence of each endpoint's event on a monthly grid to "
         f"{bundle.grid.max_months:g} months; reported at {', '.join(map(str, HORIZONS_MONTHS))} "
         f"months (main horizon {MAIN_HORIZON_MONTHS}).",
-        "- Explanations: exact path-dependent TreeSHAP of the CIF at every grid time; "
+        f"- Explanations: {value_function_text(_background_size(bundle))}; "
         + (
             "confidence intervals by the infinitesimal jackknife (Wager, Hastie & Efron 2014)."
             if getattr(bundle, "intervals", None) is None
