@@ -79,7 +79,9 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     line = describe_model(model)
     for name, _ in model.members_:
         assert name in line
-    assert f"{model.weights_[0, 0]:.2f}" in line
+    assert f"weight {model.weights_[0, 0]:.2f})" in line  # shared weights: one number each
+    cox = dict(model.members_)["cox"]
+    assert "ridge penalty per cause " + "/".join(f"{a:.3g}" for a in cox.alphas_) in line
     members = member_candidates(models[FOREST])
     assert list(members) == ["ensemble:forest_leaf5", "ensemble:forest_leaf20", "ensemble:cox"]
     alone = candidate_models(cfg, seed=0)["ensemble:cox"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from features.config import EVENT_OF_INTEREST
 from training.config import TrainConfig
 
@@ -111,7 +113,8 @@ def describe_model(model: Any) -> str:
     if hasattr(model, "members_") and hasattr(model, "weights_"):
         parts = []
         for m, (name, est) in enumerate(model.members_):
-            w = ", ".join(f"{x:.2f}" for x in model.weights_[:, m])
+            col = model.weights_[:, m]
+            w = f"{col[0]:.2f}" if np.all(col == col[0]) else ", ".join(f"{x:.2f}" for x in col)
             parts.append(f"{name} ({type(est).__name__}{_short_params(est)}; weight {w})")
         rule = (
             "shared by both causes"
@@ -129,6 +132,10 @@ def describe_model(model: Any) -> str:
 
 
 def _short_params(est: Any) -> str:
-    keys = ("n_estimators", "min_samples_leaf", "max_features", "alpha", "splitrule")
-    got = {k: getattr(est, k) for k in keys if hasattr(est, k)}
-    return "" if not got else " " + ", ".join(f"{k}={v}" for k, v in got.items())
+    keys = ("n_estimators", "min_samples_leaf", "max_features", "splitrule")
+    got = {k: str(getattr(est, k)) for k in keys if hasattr(est, k)}
+    if hasattr(est, "alphas_"):  # a Cox model: the ridge penalty of each cause as fitted
+        got["ridge penalty per cause"] = "/".join(f"{a:.3g}" for a in est.alphas_)
+    elif hasattr(est, "alpha"):
+        got["alpha"] = str(est.alpha)
+    return "" if not got else " " + ", ".join(f"{k} {v}" for k, v in got.items())
