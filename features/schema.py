@@ -9,6 +9,7 @@ the HTTP schema and the file checks, with no second copy of the rules.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -169,7 +170,9 @@ def _clean_cell(value: object) -> object:
     return value
 
 
-def _pydantic_violations(row: int, err: ValidationError) -> list[Violation]:
+def _pydantic_violations(row: int, err: ValidationError, echo: bool = True) -> list[Violation]:
+    """The contract's words for a row's pydantic errors; ``echo=False`` leaves out the submitted
+    value (for files written beside the output, such as a batch's rejects)."""
     out = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
@@ -186,10 +189,66 @@ def _pydantic_violations(row: int, err: ValidationError) -> list[Violation]:
         inp = e.get("input")
         if e["type"] == "missing" or (inp is None and column):
             msg = "required value is empty"
-        elif column and not isinstance(inp, dict):
+        elif echo and column and not isinstance(inp, dict):
             msg = f"{msg} (got {inp!r})"
         out.append(Violation(row, column, msg))
     return out
+
+
+@dataclass
+class ColumnCheck:
+    """Table-level verdict on a header: its errors and warnings, and how rows are read."""
+
+    errors: list[Violation]
+    warnings: list[Violation]
+    model: type[PatientInput]
+    fields: list[str]
+
+
+def check_columns(columns: list[str], require_outcomes: bool = False) -> ColumnCheck:
+    """The header's violations (duplicate, missing, unknown columns) and the row model.
+
+    Outcome columns are required when ``require_outcomes`` (training); otherwise they are
+    checked only if all are present (a file that is only scored may omit them).
+    """
+    errors: list[Violation] = []
+    warnings: list[Violation] = []
+    present = set(columns)
+    for dup in sorted({c for c in columns if columns.count(c) > 1}):
+        errors.append(Violation(None, dup, "column appears more than once"))
+    required = [c for c in INPUT_COLUMNS if c not in OPTIONAL_COLUMNS]
+    outcome_present = [c for c in OUTCOME_COLUMNS if c in present]
+    with_outcomes = require_outcomes or bool(outcome_present)
+    if with_outcomes:
+        required += [c for c in OUTCOME_COLUMNS if c not in OPTIONAL_COLUMNS]
+    for col in required:
+        if col not in present:
+            errors.append(Violation(None, col, "required column is missing"))
+    known = set(INPUT_COLUMNS) | set(OUTCOME_COLUMNS)
+    for col in columns:
+        if col not in known:
+            warnings.append(Violation(None, col, "unknown column is ignored", severity="warning"))
+    model = PatientRecord if with_outcomes else PatientInput
+    return ColumnCheck(errors, warnings, model, [c for c in model.model_fields if c in present])
+
+
+def validate_rows(
+    df: pd.DataFrame, check: ColumnCheck, first_row: int = 1, echo: bool = True
+) -> Iterator[tuple[int, PatientInput | None, list[Violation]]]:
+    """Each row of ``df`` checked by the contract: ``(row, record or None, violations)``.
+
+    Rows are numbered from ``first_row`` (1-based over a file's data rows); one row's errors
+    never touch another's, so a caller can keep the valid rows (batch scoring) or refuse the
+    table (:func:`validate_table`). Duplicate keys are the caller's concern.
+    """
+    model = check.model
+    for i, values in enumerate(df[check.fields].itertuples(index=False, name=None),
+                               start=first_row):
+        data = {k: _clean_cell(v) for k, v in zip(check.fields, values, strict=True)}
+        try:
+            yield i, model.model_validate(data), []
+        except ValidationError as err:
+            yield i, None, _pydantic_violations(i, err, echo)
 
 
 def validate_table(df: pd.DataFrame, require_outcomes: bool = False) -> ValidationReport:
@@ -206,37 +265,17 @@ def validate_table(df: pd.DataFrame, require_outcomes: bool = False) -> Validati
         report.errors.append(Violation(None, None, "the table has no data rows"))
         return report
 
-    columns = [str(c) for c in df.columns]
-    present = set(columns)
-    for dup in sorted({c for c in columns if columns.count(c) > 1}):
-        report.errors.append(Violation(None, dup, "column appears more than once"))
-    required = [c for c in INPUT_COLUMNS if c not in OPTIONAL_COLUMNS]
-    outcome_present = [c for c in OUTCOME_COLUMNS if c in present]
-    with_outcomes = require_outcomes or bool(outcome_present)
-    if with_outcomes:
-        required += [c for c in OUTCOME_COLUMNS if c not in OPTIONAL_COLUMNS]
-    for col in required:
-        if col not in present:
-            report.errors.append(Violation(None, col, "required column is missing"))
-    known = set(INPUT_COLUMNS) | set(OUTCOME_COLUMNS)
-    for col in columns:
-        if col not in known:
-            report.warnings.append(
-                Violation(None, col, "unknown column is ignored", severity="warning")
-            )
+    check = check_columns([str(c) for c in df.columns], require_outcomes)
+    report.errors.extend(check.errors)
+    report.warnings.extend(check.warnings)
     if report.errors:
         return report
 
-    model = PatientRecord if with_outcomes else PatientInput
-    fields = [c for c in model.model_fields if c in present]
     seen_ids: dict[str, int] = {}
     records: list[PatientInput] = []
-    for i, values in enumerate(df[fields].itertuples(index=False, name=None), start=1):
-        data = {k: _clean_cell(v) for k, v in zip(fields, values, strict=True)}
-        try:
-            rec = model.model_validate(data)
-        except ValidationError as err:
-            report.errors.extend(_pydantic_violations(i, err))
+    for i, rec, problems in validate_rows(df, check):
+        if rec is None:
+            report.errors.extend(problems)
             continue
         if rec.patient_id in seen_ids:
             report.errors.append(

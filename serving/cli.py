@@ -36,6 +36,8 @@ SERVICE_TARGET = "serving.service:RiskService"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 EXIT_INVALID = 2
+EXIT_REJECTED = 3  # serving.batch.EXIT_REJECTED: some rows rejected, output and rejects written
+DEFAULT_CHUNK_ROWS = 2000  # serving.batch.DEFAULT_CHUNK_ROWS (kept here: --help imports little)
 EXIT_AUDIT_BROKEN = 1
 DEFAULT_SHOW_LAST = 20
 JSON_SUFFIX = ".json"
@@ -355,20 +357,142 @@ def score(
     alias: str | None = _ALIAS_OPT,
     audit: bool = typer.Option(True, help="Record the scoring in the audit trail."),
     audit_db: str | None = _AUDIT_DB_OPT,
+    strict: bool = typer.Option(
+        False, "--strict", help="All rows or none: any invalid row refuses the file (exit 2)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address",
+        help="Score on Ray Data: a cluster's address, or 'local' to start one here.",
+    ),
+    chunk_rows: int = typer.Option(
+        DEFAULT_CHUNK_ROWS, min=1, help="Rows read and scored at a time (bounds memory)."
+    ),
 ) -> None:
-    """Score a file offline with the service's code; all rows or none (exit 2 if invalid).
+    """Score a file offline with the service's code, streaming it in chunks.
 
-    Each risk comes with its 95 % interval (``<endpoint>_<H>m_lower`` / ``_upper``). The audit
-    record is committed before the output file appears; nothing is written if it cannot be.
+    Valid rows are scored (each risk with its 95 % interval, ``<endpoint>_<H>m_lower`` /
+    ``_upper``); invalid ones go to ``<OUT stem>.rejects.csv`` beside the output (row,
+    patient_id where readable, column, reason; never the value). Exit 0: every row scored;
+    3: some rows rejected (output and rejects written); 2: nothing written (unreadable file,
+    bad options, or with --strict any invalid row). The audit records are committed before
+    the output appears; a .json output is read and written whole, all rows or none.
     """
+    check_suffix(input_path, SCORE_SUFFIXES, "the input")
+    check_suffix(output_path, SCORE_SUFFIXES, "the output")
+    if output_path.suffix.lower() == JSON_SUFFIX:
+        if ray_address:
+            raise fail("--ray-address writes a .csv or .parquet output, not .json")
+        score_whole(input_path, output_path, horizons, bundle, bundle_sha256, tracking_uri,
+                    model_name, alias, audit, audit_db)
+        return
+    from serving.loading import load_model
+
+    settings = cli_settings(bundle, bundle_sha256, tracking_uri, model_name, alias, audit_db)
+    trail = open_audit(settings) if audit else None
+    model = load_model(settings)
+    wanted = _parse_horizons(horizons)
+    raise typer.Exit(score_streaming(input_path, output_path, model, wanted, trail, strict,
+                                     ray_address, chunk_rows))
+
+
+def _chunk_auditor(trail: AuditTrail, model, input_path: Path):
+    """The callback that commits one audit record per chunk (see serving.batch.BatchRun)."""
+    from serving.audit import AuditRecord
+    from serving.loading import model_ref
+
+    run_id = uuid.uuid4().hex
+    caller = f"cli:{getpass.getuser()}"
+    ref = model_ref(model).model_dump()
+    input_mac = trail.input_mac_file(input_path)
+
+    def audit_chunk(index: int, keys: list[str], outputs: list[dict],
+                    summary: dict | None) -> None:
+        body: dict[str, object] = {"results": outputs, "chunk": index}
+        if summary is not None:
+            body["summary"] = summary
+        record = AuditRecord(
+            request_id=f"{run_id}-{index}",
+            route=CLI_ROUTE,
+            status=200,
+            caller=caller,
+            model=ref,
+            patient_keys=[trail.patient_key(k) for k in keys],
+            input_mac=input_mac,
+            outputs=body,
+        )
+        try:
+            trail.append(record)
+        except Exception as err:  # any database failure: the output must not appear
+            raise AuditCommitError(type(err).__name__) from err
+
+    return audit_chunk
+
+
+class AuditCommitError(RuntimeError):
+    """An audit record could not be committed; nothing is published."""
+
+
+def score_streaming(input_path: Path, output_path: Path, model, horizons: list[float],
+                    trail: AuditTrail | None, strict: bool, ray_address: str | None,
+                    chunk_rows: int) -> int:
+    """Run :func:`serving.batch.run_batch` (locally or on Ray) and report; the exit code."""
+    from features.io import CohortFileError
+    from serving.batch import BatchInputError, run_batch
+    from serving.schemas import DISCLAIMER
+    from serving.scoring import ScoringInputError, check_horizons
+
+    try:
+        grid_horizons = check_horizons(model.bundle, horizons).tolist()
+    except ScoringInputError as err:
+        raise fail(str(err)) from err
+    auditor = _chunk_auditor(trail, model, input_path) if trail is not None else None
+    results, owns_ray = None, False
+    if ray_address:
+        from serving.batch_ray import init_ray, ray_results
+
+        owns_ray = init_ray(ray_address)
+        results = ray_results(model.bundle, grid_horizons, chunk_rows)
+    try:
+        summary = run_batch(input_path, output_path, model.bundle, grid_horizons, auditor,
+                            strict=strict, chunk_rows=chunk_rows, results=results)
+    except (CohortFileError, BatchInputError) as err:
+        raise fail(f"refused, nothing scored: {err}") from err
+    except AuditCommitError as err:
+        raise fail(f"an audit record could not be committed ({err}); nothing written") from err
+    except Exception as err:
+        if ray_address is None:
+            raise
+        cause = getattr(err, "cause", None) or err  # a worker's error, without a traceback
+        raise fail(f"the Ray run failed, nothing written: {type(cause).__name__}: "
+                   f"{str(cause).splitlines()[-1] if str(cause) else ''}") from err
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+    if strict and summary.n_rejected:
+        for line in summary.problems:
+            err_console.print(line)
+        err_console.print(f"refused (--strict), nothing scored: {summary.n_rejected} invalid "
+                          "row(s)")
+        return EXIT_INVALID
+    console.print(f"scored {summary.n_scored} patient(s) -> {output_path}")
+    if summary.n_rejected:
+        err_console.print(f"rejected {summary.n_rejected} row(s) -> {summary.rejects} "
+                          f"(exit {summary.exit_code})")
+    console.print(DISCLAIMER)
+    return summary.exit_code
+
+
+def score_whole(input_path: Path, output_path: Path, horizons: str, bundle, bundle_sha256,
+                tracking_uri, model_name, alias, audit: bool, audit_db) -> None:
+    """A .json output: the file read and scored whole, all rows or none (exit 2 if invalid)."""
     from features.io import CohortFileError
     from features.schema import CohortValidationError
     from serving.audit import AuditRecord, score_outputs
     from serving.loading import load_model, model_ref
     from serving.scoring import ScoringInputError, score_records
 
-    check_suffix(input_path, SCORE_SUFFIXES, "the input")
-    check_suffix(output_path, SCORE_SUFFIXES, "the output")
     settings = cli_settings(bundle, bundle_sha256, tracking_uri, model_name, alias, audit_db)
     trail = open_audit(settings) if audit else None
     try:

@@ -123,10 +123,11 @@ def test_invalid_files_and_mismatched_suffixes_are_refused(app, bundle_path, env
     cohort.loc[3, "gtv_cm3"] = "big"
     cohort.to_csv(src, index=False)
     out = env / "out.csv"
-    res = runner.invoke(app, ["score", str(src), str(out), "--bundle", str(bundle_path)])
+    res = runner.invoke(app, ["score", str(src), str(out), "--bundle", str(bundle_path),
+                              "--strict"])
     assert res.exit_code == 2
-    assert "row 4" in res.output and "gtv_cm3" in res.output
-    assert not out.exists()
+    assert "row 4" in res.output and "gtv_cm3" in res.output and "big" not in res.output
+    assert not out.exists() and not (env / "out.rejects.csv").exists()
     good = env / "good.csv"
     good_cohort(with_outcomes=False).to_csv(good, index=False)
     for bad_out in ("out.xlsx", "out.txt", "out"):

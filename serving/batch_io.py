@@ -1,0 +1,319 @@
+"""Streaming tables for batch scoring: chunks in, results and rejects out, bounded memory.
+
+Reading: a CSV is parsed in blocks by pyarrow (every cell as text, an empty cell as missing,
+as :func:`features.io.load_table` reads it, so that the contract, not the reader, types the
+values); a line with the wrong number of fields becomes a rejected row instead of failing the
+file. A Parquet file is read a batch of rows at a time; a JSON file (a list of patients, or
+``{"patients": [...]}``) is read whole (JSON cannot be streamed) and then cut into chunks.
+Each chunk carries the 1-based data-row numbers of its rows.
+
+Writing: results and rejects go to temporary files beside their targets and are published
+by ``os.replace`` only when the caller commits, so a failure never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.io import PUBLISHED_MODE, CohortFileError
+
+CSV_SUFFIX = ".csv"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSON_SUFFIX = ".json"
+STREAM_SUFFIXES = (CSV_SUFFIX, *PARQUET_SUFFIXES)
+CSV_BLOCK_BYTES = 1 << 20
+"""Bytes of CSV parsed at a time (about 5,000 patients); chunks are re-cut to the row count."""
+REJECT_COLUMNS = ("row", "patient_id", "column", "reason")
+MALFORMED_REASON = "the line has {actual} field(s) where the header has {expected}"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Raw rows of the file (cells as read, untyped) and their 1-based data-row numbers."""
+
+    frame: pd.DataFrame
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A line the parser could not cut into the header's fields (its text is never kept)."""
+
+    row: int
+    reason: str
+
+
+def input_format(path: Path) -> str:
+    """``csv``, ``parquet`` or ``json``, from the suffix (CohortFileError otherwise)."""
+    suffix = path.suffix.lower()
+    if suffix == CSV_SUFFIX:
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix == JSON_SUFFIX:
+        return "json"
+    raise CohortFileError(f"{path}: unsupported file type {suffix or '(none)'}")
+
+
+def csv_header(path: Path) -> list[str]:
+    """The CSV's column names (the first record), read without the rest of the file."""
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=lambda _row: "skip"),
+        )
+        return list(reader.schema.names)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+        raise CohortFileError(f"{path}: not a readable table ({type(err).__name__})") from err
+
+
+def csv_options(path: Path) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    """pyarrow's options for reading the cohort CSV as text (the Ray path uses them too)."""
+    names = csv_header(path)
+    read = pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES)
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in names},
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+        null_values=[""],
+    )
+    return read, parse, convert
+
+
+def check_readable(path: Path) -> None:
+    """Refuse (CohortFileError) a missing or empty file before any work."""
+    if not path.is_file():
+        raise CohortFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CohortFileError(f"{path}: the file is empty")
+
+
+def file_columns(path: Path) -> list[str]:
+    """The columns of the file, read from its header (JSON: read whole), after
+    :func:`check_readable`."""
+    check_readable(path)
+    fmt = input_format(path)
+    if fmt == "csv":
+        return csv_header(path)
+    if fmt == "parquet":
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CohortFileError(f"{path}: not a readable table ({err})") from err
+    reader = ChunkReader(path, chunk_rows=1)
+    next(iter(reader), None)
+    return reader.columns
+
+
+@dataclass
+class ChunkReader:
+    """Iterate a file's rows in chunks of ``chunk_rows``; malformed CSV lines are collected
+    in ``malformed`` (row numbers counted like the others) rather than failing the file."""
+
+    path: Path
+    chunk_rows: int
+    malformed: list[Malformed] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        check_readable(self.path)
+        fmt = input_format(self.path)
+        frames = {"csv": self._csv, "parquet": self._parquet, "json": self._json}[fmt]()
+        yield from _recut(frames, self.chunk_rows)
+
+    # Each source yields (frame, row numbers) pieces of any size; _recut makes the chunks.
+    def _csv(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        read, parse, convert = csv_options(self.path)
+        skipped: set[int] = set()
+
+        def on_invalid(row) -> str:
+            number = int(row.number) - 1 if row.number is not None else -1  # header is 1
+            skipped.add(number)
+            self.malformed.append(Malformed(number, MALFORMED_REASON.format(
+                actual=row.actual_columns, expected=row.expected_columns)))
+            return "skip"
+
+        parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid)
+        try:
+            reader = pacsv.open_csv(self.path, read_options=read, parse_options=parse,
+                                    convert_options=convert)
+            self.columns = list(reader.schema.names)
+            next_row = 1
+            for batch in reader:
+                if not any(r >= next_row for r in skipped):
+                    rows = np.arange(next_row, next_row + batch.num_rows)
+                    next_row += batch.num_rows
+                else:
+                    rows = np.empty(batch.num_rows, dtype=np.int64)
+                    for i in range(batch.num_rows):  # numbers of the lines kept, in order
+                        while next_row in skipped:
+                            next_row += 1
+                        rows[i] = next_row
+                        next_row += 1
+                yield batch.to_pandas(), rows
+        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+            raise CohortFileError(
+                f"{self.path}: not a readable table ({type(err).__name__})"
+            ) from err
+
+    def _parquet(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CohortFileError(f"{self.path}: not a readable table ({err})") from err
+        self.columns = list(pf.schema_arrow.names)
+        start = 1
+        for batch in pf.iter_batches(batch_size=self.chunk_rows):
+            yield batch.to_pandas(), np.arange(start, start + batch.num_rows)
+            start += batch.num_rows
+
+    def _json(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CohortFileError(f"{self.path}: not readable JSON ({err})") from err
+        if isinstance(data, dict):
+            data = data.get("patients")
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise CohortFileError(
+                f"{self.path}: expected a list of patient objects or {{'patients': [...]}}"
+            )
+        frame = pd.DataFrame(data)
+        self.columns = [str(c) for c in frame.columns]
+        yield frame, np.arange(1, len(frame) + 1)
+
+
+def _recut(
+    pieces: Iterator[tuple[pd.DataFrame, np.ndarray]], chunk_rows: int
+) -> Iterator[Chunk]:
+    """Pieces of any size as chunks of exactly ``chunk_rows`` rows (the last may be short)."""
+    held: list[tuple[pd.DataFrame, np.ndarray]] = []
+    n_held = 0
+    for frame, rows in pieces:
+        held.append((frame.reset_index(drop=True), rows))
+        n_held += len(frame)
+        while n_held >= chunk_rows:
+            frame_all = pd.concat([f for f, _ in held], ignore_index=True)
+            rows_all = np.concatenate([r for _, r in held])
+            yield Chunk(frame_all.iloc[:chunk_rows].reset_index(drop=True), rows_all[:chunk_rows])
+            rest = frame_all.iloc[chunk_rows:].reset_index(drop=True)
+            held = [(rest, rows_all[chunk_rows:])]
+            n_held = len(rest)
+    if n_held:
+        yield Chunk(pd.concat([f for f, _ in held], ignore_index=True),
+                    np.concatenate([r for _, r in held]))
+
+
+# ------------------------------------------------------------------------------ writing
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+class ResultWriter:
+    """Appends result chunks to a temporary CSV or Parquet file beside ``path``.
+
+    ``commit`` publishes it (``os.replace``); ``discard`` removes it. The columns and their
+    types are fixed up front, so a chunk whose every row was rejected still fits.
+    """
+
+    def __init__(self, path: Path, columns: list[str], text_columns: set[str]) -> None:
+        self.path = path
+        self.columns = columns
+        self.tmp = _temp_beside(path)
+        self.parquet = path.suffix.lower() in PARQUET_SUFFIXES
+        self._fh = None
+        self._pq: pq.ParquetWriter | None = None
+        self.schema = pa.schema(
+            [(c, pa.string() if c in text_columns else pa.float64()) for c in columns]
+        )
+        if self.parquet:
+            self._pq = pq.ParquetWriter(self.tmp, self.schema)
+        else:
+            self._fh = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            pd.DataFrame(columns=columns).to_csv(self._fh, index=False, lineterminator="\n")
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame = frame[self.columns]
+        if self._pq is not None:
+            self._pq.write_table(pa.Table.from_pandas(frame, schema=self.schema,
+                                                      preserve_index=False))
+        else:
+            frame.to_csv(self._fh, index=False, header=False, lineterminator="\n")
+
+    def _close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+            self._pq = None
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def commit(self) -> None:
+        self._close()
+        os.chmod(self.tmp, PUBLISHED_MODE)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self._close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class RejectWriter:
+    """Rejected rows (row, patient_id where readable, column, reason), one line per problem,
+    to a temporary CSV beside ``path``; published and discarded like :class:`ResultWriter`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = _temp_beside(path)
+        self._fh = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._csv = csv.writer(self._fh, lineterminator="\n")
+        self._csv.writerow(REJECT_COLUMNS)
+        self.n_lines = 0
+
+    def write(self, row: int, patient_id: str | None, column: str | None, reason: str) -> None:
+        self._csv.writerow([row, patient_id or "", column or "", reason])
+        self.n_lines += 1
+
+    def _close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def commit(self) -> None:
+        self._close()
+        os.chmod(self.tmp, PUBLISHED_MODE)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self._close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def rejects_path(output: Path) -> Path:
+    """``<OUT stem>.rejects.csv`` beside the output."""
+    return output.with_name(f"{output.stem}.rejects.csv")

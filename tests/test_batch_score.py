@@ -1,0 +1,251 @@
+"""Streaming `reirrad score`: valid rows kept, invalid ones in the rejects file (never their
+values), exit codes, --strict, atomic publish, CSV and Parquet, chunking and Ray invariance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from features.schema import INPUT_COLUMNS
+from features.synthetic import simulate_cohort
+from serving.batch import EXIT_INVALID, EXIT_OK, EXIT_REJECTED
+from serving.cli import register, scores_table
+from serving.scoring import score_records
+from tests.bundle_factory import small_bundle
+from tests.test_training_job import ray_cluster  # noqa: F401  (the shared Ray fixture)
+
+runner = CliRunner()
+N = 40
+BAD = {4: "gtv_cm3", 7: "age_years", 10: "patient_id", 12: "patient_id", 15: None}
+"""1-based data rows made invalid below, and the column each one's problem names."""
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    root = typer.Typer()
+    register(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bundle") / "bundle.joblib"
+    small_bundle().save(path)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for name in ("REIRRAD_AUDIT_DB", "REIRRAD_AUDIT_KEY", "REIRRAD_AUDIT_KEY_FILE",
+                 "REIRRAD_BUNDLE_PATH", "MLFLOW_TRACKING_URI", "REIRRAD_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REIRRAD_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def cohort(n: int = N, seed: int = 3) -> pd.DataFrame:
+    return simulate_cohort(n, seed=seed)[list(INPUT_COLUMNS)]
+
+
+def bad_csv(path: Path) -> pd.DataFrame:
+    """A CSV with the rows of BAD broken (a word, an impossible age, a repeated key, an empty
+    key, a line with an extra field); returns the rows that remain valid, in order."""
+    df = cohort().astype(object)
+    df.loc[3, "gtv_cm3"] = "big"
+    df.loc[6, "age_years"] = 7
+    df.loc[9, "patient_id"] = df.loc[1, "patient_id"]
+    df.loc[11, "patient_id"] = ""
+    lines = df.to_csv(index=False, lineterminator="\n").splitlines()
+    lines[15] += ",surplus"  # data row 15 is line 16
+    path.write_text("\n".join(lines) + "\n")
+    return df.drop(index=[r - 1 for r in BAD]).reset_index(drop=True)
+
+
+def expected_table(valid: pd.DataFrame) -> pd.DataFrame:
+    """What the service's own code gives for the valid rows (today's table)."""
+    return scores_table(score_records(small_bundle(), valid))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, float_precision="round_trip")  # the exact floats written
+
+
+def invoke(app, *args: str):
+    return runner.invoke(app, ["score", *map(str, args)])
+
+
+def assert_same_table(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.columns) == list(want.columns)
+    assert got["patient_id"].astype(str).tolist() == want["patient_id"].tolist()
+    num = [c for c in want.columns if c not in ("patient_id", "assumed", "warnings")]
+    pd.testing.assert_frame_equal(got[num].reset_index(drop=True),
+                                  want[num].reset_index(drop=True), check_exact=False,
+                                  rtol=1e-12, atol=1e-15)
+    for c in ("assumed", "warnings"):
+        assert got[c].fillna("").tolist() == want[c].fillna("").tolist()
+
+
+def test_invalid_rows_are_rejected_and_the_rest_scored(app, bundle_path, env):
+    src, out = env / "in.csv", env / "out.csv"
+    valid = bad_csv(src)
+    res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", 8)
+    assert res.exit_code == EXIT_REJECTED, res.output
+    assert f"scored {N - len(BAD)}" in res.output and f"rejected {len(BAD)}" in res.output
+    assert_same_table(read_csv(out), expected_table(valid))
+    rejects_file = env / "out.rejects.csv"
+    text = rejects_file.read_text()
+    assert "big" not in text and "surplus" not in text  # never the submitted value
+    rejects = pd.read_csv(rejects_file, dtype=str, keep_default_na=False)
+    assert list(rejects.columns) == ["row", "patient_id", "column", "reason"]
+    assert sorted(set(rejects["row"].astype(int))) == sorted(BAD)
+    by_row = {int(r): g for r, g in rejects.groupby("row")}
+    for row, column in BAD.items():
+        assert (column or "") in by_row[row]["column"].tolist(), row
+    df = cohort()
+    assert by_row[4]["patient_id"].tolist() == [df.loc[3, "patient_id"]]  # readable key kept
+    assert by_row[12]["patient_id"].tolist() == [""]  # the key itself was the problem
+    assert "duplicate of row 2" in by_row[10]["reason"].iat[0]
+    assert "field(s)" in by_row[15]["reason"].iat[0]
+
+
+def test_a_clean_file_exits_0_and_chunking_changes_no_row(app, bundle_path, env):
+    src = env / "in.csv"
+    df = cohort()
+    df.to_csv(src, index=False)
+    outs = []
+    for rows in (7, 2000):
+        out = env / f"out{rows}.csv"
+        res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", rows, "--no-audit")
+        assert res.exit_code == EXIT_OK, res.output
+        assert pd.read_csv(env / f"out{rows}.rejects.csv").empty
+        outs.append(read_csv(out))
+    # the same rows in the same order; the intervals' linear algebra may round the last digit
+    # differently for another batch size
+    pd.testing.assert_frame_equal(outs[0], outs[1], check_exact=False, rtol=1e-12, atol=1e-15)
+    assert_same_table(outs[1], expected_table(df))
+
+
+def test_strict_is_all_or_none(app, bundle_path, env):
+    src, out = env / "in.csv", env / "out.csv"
+    bad_csv(src)
+    res = invoke(app, src, out, "--bundle", bundle_path, "--strict", "--chunk-rows", 8)
+    assert res.exit_code == EXIT_INVALID
+    assert "row 4" in res.output and "gtv_cm3" in res.output and "big" not in res.output
+    assert not out.exists() and not (env / "out.rejects.csv").exists()
+    assert not (env / "home" / "var" / "audit.db").exists() or _records(env) == []
+    good = env / "good.csv"
+    cohort().to_csv(good, index=False)
+    res = invoke(app, good, out, "--bundle", bundle_path, "--strict")
+    assert res.exit_code == EXIT_OK and len(read_csv(out)) == N
+
+
+def _records(env: Path) -> list[dict]:
+    from serving.audit import AuditTrail, load_audit_key
+
+    key = load_audit_key(None, env / "home" / "var" / "audit.key")
+    return AuditTrail(str(env / "home" / "var" / "audit.db"), key).records()
+
+
+def test_one_audit_record_per_chunk_committed_with_a_summary(app, bundle_path, env):
+    src, out = env / "in.csv", env / "out.csv"
+    bad_csv(src)
+    res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", 16)
+    assert res.exit_code == EXIT_REJECTED
+    records = _records(env)
+    assert len(records) == 3  # 40 rows in chunks of 16 (the malformed line is not a row)
+    assert sum(len(r["patient_keys"]) for r in records) == N - len(BAD)
+    assert records[-1]["outputs"]["summary"] == {"scored": N - len(BAD),
+                                                 "rejected": len(BAD), "chunks": 3}
+    assert len({r["input_mac"] for r in records}) == 1
+    assert "P0" not in str(records) and cohort().loc[0, "patient_id"] not in str(records)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_failure_midway_publishes_nothing(app, bundle_path, env, monkeypatch):
+    import serving.batch
+
+    src, out = env / "in.csv", env / "out.csv"
+    cohort().to_csv(src, index=False)
+    out.write_text("previous results\n")
+    real, calls = serving.batch.score_chunk, []
+
+    def fails_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("worker lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving.batch, "score_chunk", fails_second_time)
+    res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", 10)
+    assert res.exit_code != 0 and isinstance(res.exception, MemoryError)
+    assert out.read_text() == "previous results\n"
+    assert sorted(p.name for p in env.iterdir()) == ["home", "in.csv", "out.csv"]  # no temp
+
+
+def test_parquet_in_and_out_with_a_bad_row(app, bundle_path, env):
+    df = cohort()
+    df.loc[5, "reirr_fractions_per_day"] = 3
+    src, out = env / "in.parquet", env / "out.parquet"
+    df.to_parquet(src, index=False)
+    res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", 9)
+    assert res.exit_code == EXIT_REJECTED, res.output
+    rejects = pd.read_csv(env / "out.rejects.csv")
+    assert rejects["row"].tolist() == [6] and rejects["column"].tolist() == [
+        "reirr_fractions_per_day"]
+    assert_same_table(pd.read_parquet(out), expected_table(df.drop(index=5)))
+
+
+def test_suffixes_header_and_horizons_are_checked_before_any_work(app, bundle_path, env):
+    src = env / "in.csv"
+    cohort().to_csv(src, index=False)
+    for bad_out in ("out.xlsx", "out.txt", "out"):
+        res = invoke(app, src, env / bad_out, "--bundle", bundle_path)
+        assert res.exit_code == EXIT_INVALID and "suffix" in res.output
+    cohort().drop(columns=["sex"]).to_csv(env / "nosex.csv", index=False)
+    res = invoke(app, env / "nosex.csv", env / "o.csv", "--bundle", bundle_path)
+    assert res.exit_code == EXIT_INVALID and "sex" in res.output
+    (env / "empty.csv").write_text(",".join(INPUT_COLUMNS) + "\n")
+    res = invoke(app, env / "empty.csv", env / "o.csv", "--bundle", bundle_path)
+    assert res.exit_code == EXIT_INVALID and "no data rows" in res.output
+    res = invoke(app, src, env / "o.csv", "--bundle", bundle_path, "--horizons", "12.5")
+    assert res.exit_code == EXIT_INVALID
+    assert not any(p.name.startswith("o.") or p.name.startswith(".o.") for p in env.iterdir())
+
+
+# ------------------------------------------------------------------------------- Ray
+@pytest.mark.e2e
+@pytest.mark.skip(reason="the Ray path is being fixed (batch helper, issue 12 part 1)")
+def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, env,
+                                                              ray_cluster):  # noqa: F811
+    """On a real local cluster (`ray start --head`, with a token of its own: the training
+    tests' fixture), reached by its address as a hospital's cluster would be."""
+    df = cohort(60, seed=5)
+    df.loc[8, "sex"] = "robot"
+    df.loc[30, "patient_id"] = df.loc[2, "patient_id"]
+    outputs = {}
+    for fmt in ("csv", "parquet"):
+        src = env / f"in.{fmt}"
+        df.to_csv(src, index=False) if fmt == "csv" else df.to_parquet(src, index=False)
+        if fmt == "csv":  # and a malformed line, which Ray's reader must not drop
+            lines = src.read_text().splitlines()
+            lines[20] += ",surplus"
+            src.write_text("\n".join(lines) + "\n")
+        for engine in ("local", "ray"):
+            out = env / f"{engine}.{fmt}"
+            extra = ["--ray-address", ray_cluster] if engine == "ray" else []
+            res = invoke(app, src, out, "--bundle", bundle_path, "--chunk-rows", 16, *extra)
+            assert res.exit_code == EXIT_REJECTED, res.output
+            outputs[engine, fmt] = (
+                read_csv(out) if fmt == "csv" else pd.read_parquet(out),
+                (env / f"{engine}.rejects.csv").read_text(),
+            )
+        n_bad = 3 if fmt == "csv" else 2
+        assert len(outputs["local", fmt][0]) == 60 - n_bad
+        assert outputs["local", fmt][1].count("\n") == 1 + n_bad
+        pd.testing.assert_frame_equal(outputs["local", fmt][0], outputs["ray", fmt][0],
+                                      check_exact=True)
+        assert outputs["local", fmt][1] == outputs["ray", fmt][1]
