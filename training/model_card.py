@@ -173,7 +173,9 @@ def build_model_card(
         out += ["Hold-out: " + "; ".join(f"{k} {_fmt(v)}" for k, v in sorted(hold.items())), ""]
     gate = run.get("gate")
     if gate:
-        out += [f"Promotion gate: {'passed' if gate.get('passed') else 'failed'}.", ""]
+        verdict = "passed" if gate.get("passed") else "failed"
+        reason = f" ({gate['reason']})" if gate.get("reason") else ""
+        out += [f"Promotion gate: {verdict}{reason}.", ""]
         for c in gate.get("checks", []):
             out.append(f"- {c.get('text', c.get('name'))}: {'ok' if c.get('ok') else 'FAILED'}")
         out.append("")
