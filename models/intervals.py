@@ -67,7 +67,7 @@ refits cheap; their extra Monte-Carlo noise only widens the intervals."""
 MIN_SLOPE = 0.25
 """Floor of the shrinkage slope s(t) (a near-zero slope would blow the correction up)."""
 SMOOTH_HALF_WIDTH = 3
-VARIANTS = ("spread", "shrink", "shrink_rms", "shrink_rms_logit")
+VARIANTS = ("spread", "shrink", "shrink_rms", "directional", "shrink_rms_logit")
 LOGIT_FLOOR = 0.02
 """Risks are kept in [floor, 1 - floor] for the logit-scale derivative (no explosion near 0)."""
 DEFAULT_VARIANT = "shrink_rms"
@@ -192,17 +192,31 @@ class ResampleIntervals:
         picked = values[idx].astype(np.float32 if values.dtype == np.float16 else float)
         return np.einsum("mk,mk...->m...", w.astype(picked.dtype), picked)
 
-    def _correct(self, bias: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(shift to subtract from the estimate, standard error) under ``variant``."""
+    def _correct(
+        self, bias: np.ndarray, variance: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shift to subtract from the estimate, standard error below, standard error above).
+
+        ``spread``: the refits' bias and spread as measured. ``shrink``: both scaled by the
+        shrinkage slope. ``shrink_rms``: the bias correction's own uncertainty (its size) added
+        to the variance on both sides. ``directional``: added only on the side the correction
+        points to (the truth of a shrunk estimate lies further out, not back towards the mean).
+        """
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}")
         if self.variant == "spread":
-            return bias, np.sqrt(variance)
+            se = np.sqrt(variance)
+            return bias, se, se
         s = self.slope
         shift = bias / s
+        plain = np.sqrt(variance) / s
         if self.variant == "shrink":
-            return shift, np.sqrt(variance) / s
-        return shift, np.sqrt(variance + shift**2) / s
+            return shift, plain, plain
+        wide = np.sqrt(variance + shift**2) / s
+        if self.variant == "directional":
+            up = shift < 0  # the correction moves the centre up: the truth may lie further up
+            return shift, np.where(up, plain, wide), np.where(up, wide, plain)
+        return shift, wide, wide
 
     # -- intervals ---------------------------------------------------------------------
     def grid_interval(
@@ -216,18 +230,18 @@ class ResampleIntervals:
         idx, w = self.neighbours(X)
         bias = self._average(self.bias, idx, w).astype(float)
         var = self._average(self.variance, idx, w).astype(float)
-        shift, se = self._correct(
+        shift, se_lo, se_hi = self._correct(
             smooth_over_time(bias, SMOOTH_HALF_WIDTH), smooth_over_time(var, SMOOTH_HALF_WIDTH)
         )
         z = normal_quantile(level)
         centre = np.clip(cif_grid - shift, 0.0, 1.0)
         if self.variant.endswith("_logit"):
             p = np.clip(centre, LOGIT_FLOOR, 1.0 - LOGIT_FLOOR)
-            half = z * se / (p * (1.0 - p))
-            lower = expit(logit(p) - half) - (p - centre)
-            upper = expit(logit(p) + half) - (p - centre)
+            slope = p * (1.0 - p)
+            lower = expit(logit(p) - z * se_lo / slope) - (p - centre)
+            upper = expit(logit(p) + z * se_hi / slope) - (p - centre)
         else:
-            lower, upper = centre - z * se, centre + z * se
+            lower, upper = centre - z * se_lo, centre + z * se_hi
         lower, upper = np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
         upper = np.maximum.accumulate(np.maximum(upper, cif_grid), axis=1)
         lower = np.minimum.accumulate(np.minimum(lower, cif_grid)[:, ::-1], axis=1)[:, ::-1]
@@ -259,19 +273,20 @@ class ResampleIntervals:
         diff = (dev - dev[[reference]]).astype(float)
         bias = diff.mean(axis=1)
         var = diff.var(axis=1, ddof=1) * 0.5 * (ratio + ratio[[reference]])
-        shift, se = self._correct(
+        shift, se_lo, se_hi = self._correct(
             smooth_over_time(bias, SMOOTH_HALF_WIDTH), smooth_over_time(var, SMOOTH_HALF_WIDTH)
         )
         cols = np.asarray(cols)
         on = cols >= 0
         pick = np.maximum(cols, 0)
         shift = np.where(on, shift[:, pick], 0.0)
-        se = np.where(on, se[:, pick], 0.0)
+        se_lo = np.where(on, se_lo[:, pick], 0.0)
+        se_hi = np.where(on, se_hi[:, pick], 0.0)
         z = normal_quantile(level)
         estimate = cif - cif[[reference]]
         centre = estimate - shift
-        lower = np.minimum(np.clip(centre - z * se, -1.0, 1.0), estimate)
-        upper = np.maximum(np.clip(centre + z * se, -1.0, 1.0), estimate)
+        lower = np.minimum(np.clip(centre - z * se_lo, -1.0, 1.0), estimate)
+        upper = np.maximum(np.clip(centre + z * se_hi, -1.0, 1.0), estimate)
         return estimate, lower, upper
 
     @property
