@@ -10,6 +10,8 @@ otherwise at its defaults (``min_samples_leaf=3``, ``min_samples_split=6``,
 ``max_features="sqrt"``, ``low_memory=False``), ours at its defaults (``min_samples_leaf=15``,
 ``max_bins=64``). A third configuration, ``sksurv_leaf15``, gives scikit-survival our leaf
 sizes, to separate the effect of the leaf size from that of binning and the grid.
+``forest_composite`` is our forest with ``splitrule="logrank_composite"`` (issue 10 part 1;
+since then both of our rules grow trees with the numba builder of ``models/_tree_builder.py``).
 
 Every (model, n, repeat) runs in a fresh child process, so its peak resident memory
 (``ru_maxrss`` from ``os.wait4``) is its own; the child also reports its RSS after loading the
@@ -42,7 +44,7 @@ PREDICT_N = 1000
 TRAIN_SEED = 1
 TEST_SEED = 10_000
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
-MODELS = ("forest", "sksurv", "sksurv_leaf15")
+MODELS = ("forest", "forest_composite", "sksurv", "sksurv_leaf15")
 
 
 def _rss_mib() -> float:
@@ -59,10 +61,11 @@ def worker(model: str, n: int, predict_n: int, seed: int) -> dict:
     X = build_features(train).to_numpy(dtype=np.float32)
     X_test = build_features(test).to_numpy(dtype=np.float32)
     y = encode_endpoint(train, "mucosal_necrosis")
-    if model == "forest":
+    if model.startswith("forest"):
         from models.forest import CompetingRiskForest
 
-        est = CompetingRiskForest(n_estimators=N_TREES, n_jobs=N_JOBS, random_state=seed)
+        rule = {"splitrule": "logrank_composite"} if model == "forest_composite" else {}
+        est = CompetingRiskForest(n_estimators=N_TREES, n_jobs=N_JOBS, random_state=seed, **rule)
         y_fit = y
 
         def predict(Z):

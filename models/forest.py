@@ -1,7 +1,8 @@
 """A competing-risks random survival forest on the shared time grid.
 
-Trees are grown by scikit-survival's Cython ``SurvivalTree`` (log-rank splitting); their leaves
-are then re-estimated by us as weighted Aalen-Johansen cumulative incidences of every cause.
+Trees are grown by our compiled builder (``models/_tree_builder.py``: cause-specific or composite
+competing-risks log-rank splitting); their leaves are weighted Aalen-Johansen cumulative
+incidences of every cause.
 The forest's CIF is the plain mean over trees, which keeps it linear in the leaf values: exact
 TreeSHAP and the infinitesimal-jackknife variance build on that.
 """
@@ -15,11 +16,10 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
-from sksurv.tree import SurvivalTree
 
 from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS
 from features.timegrid import TimeGrid
-from models._binning import fit_bin_edges, thresholds_to_raw, to_codes
+from models._binning import fit_bin_edges, to_codes
 from models._cif import (
     GridCIFMixin,
     aalen_johansen_grid,
@@ -28,20 +28,30 @@ from models._cif import (
     step_on_grid,
 )
 from models._flat_forest import FlatForest, apply_all, flatten_trees, predict_mean
+from models._tree_builder import (
+    GrownTree,
+    apply_codes,
+    cause_weights,
+    grow_tree,
+    to_sklearn_tree,
+)
 
 DEFAULT_N_ESTIMATORS = 300
 DEFAULT_MIN_SAMPLES_LEAF = 15
 DEFAULT_MIN_SAMPLES_SPLIT = 30
 DEFAULT_MAX_FEATURES = "sqrt"
 DEFAULT_MAX_BINS = 64
+DEFAULT_SPLITRULE = "logrank_cs"
 SEED_UPPER = np.iinfo(np.int32).max
 """Per-tree seeds are drawn in [0, SEED_UPPER) from the forest's random_state."""
 TREE_LEAF = -1
 """scikit-learn's marker for 'no child' in ``tree_.children_left/right``."""
+TREE_UNDEFINED = -2
+"""scikit-learn's feature and threshold at leaves."""
 
 
 class CompetingRiskForest(GridCIFMixin, BaseEstimator):
-    """Random forest for competing risks: cause-specific log-rank splits, Aalen-Johansen leaves.
+    """Random forest for competing risks: log-rank splits, Aalen-Johansen leaves.
 
     Parameters
     ----------
@@ -63,9 +73,9 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
     bootstrap : draw each tree's sample with replacement (True) or give every tree all data.
     max_bins : candidate split points per feature while growing (64; None: every midpoint).
         Features with at most this many distinct values (flags, stage, rounded doses) are
-        exact; continuous ones are split at quantile midpoints. It makes growing O(m * bins)
-        instead of O(m^2) per node (see ``models/_binning.py``); the fitted trees hold raw
-        thresholds either way.
+        exact; continuous ones are split at quantile midpoints. It makes growing
+        O(m log m + bins * G) per node and feature (see ``models/_binning.py``); the fitted
+        trees hold raw thresholds either way.
     time_grid_max, time_grid_step : the time grid (months); the same for every tree.
     n_causes : number of causes K (None: the largest event code seen in ``fit``). Set it when a
         resample may lack the competing cause, so outputs keep their shape.
@@ -74,26 +84,30 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         depend on it).
     random_state : seed; every tree's bootstrap and split randomness derives from it.
 
+    splitrule : "logrank_cs" (default) or "logrank_composite" (below).
+
     Splitting rule
     --------------
-    Each tree is a scikit-survival ``SurvivalTree`` fit to the cause-specific indicator
-    (event == ``cause``; the competing cause counts as censored), so each split maximises the
-    cause-specific log-rank statistic: it separates patients by the hazard of the event of
-    interest, the quantity the clinical factors act on. It is what the Cython tree provides
-    (fast, weighted); a Fine-Gray (Gray's test) splitting rule is not available there. The
-    competing cause still enters the predictions: every leaf holds the Aalen-Johansen CIFs of
-    all K causes.
+    ``"logrank_cs"``: each split maximises the cause-specific log-rank statistic of ``cause``
+    (the competing cause counts as censored), as scikit-survival's ``SurvivalTree`` does on the
+    cause-specific indicator (the tests check the builder's splits against it): it separates
+    patients by the hazard of the event of interest. ``"logrank_composite"``: the composite
+    competing-risks log-rank statistic of Ishwaran et al. (2014), randomForestSRC's default for
+    competing risks: the cause-specific log-rank numerators of all causes summed and divided by
+    the square root of their summed variances, so a split that separates any cause's hazard
+    scores. Formulas in ``models/_tree_builder.py``. Either way the competing cause enters the
+    predictions: every leaf holds the Aalen-Johansen CIFs of all K causes.
 
-    Bootstrap: per tree, counts are drawn with a seeded generator and passed to
-    ``SurvivalTree.fit`` as ``sample_weight`` (scikit-survival 0.28 weights its log-rank
-    statistic; zero-weight patients are excluded by the splitter). The same counts weight the
-    leaf Aalen-Johansen estimates, so splitting and leaves see the same bootstrap sample.
+    Bootstrap: per tree, counts are drawn with a seeded generator; the split statistics and the
+    leaf Aalen-Johansen estimates weight patients by them (a bootstrap sample as replicated
+    patients), and out-of-bag patients (count 0) take no part in growing.
 
     Fitted attributes (layout for TreeSHAP and variance estimation)
     ----------------------------------------------------------------
     n_causes_ : K. ``event_times_`` : the grid points (months), length G.
-    estimators_ : list of fitted ``SurvivalTree`` (``low_memory=True``: their own node values
-        are unused). ``estimators_[b].tree_`` is a scikit-learn ``Tree`` with
+    estimators_ : list of grown trees (``models._tree_builder.GrownTree``; forests saved before
+        the builder hold scikit-survival ``SurvivalTree`` s, which predict alike).
+        ``estimators_[b].tree_`` is a scikit-learn ``Tree`` with
         ``children_left``, ``children_right`` (-1 at leaves), ``feature``, ``threshold``
         (go left when ``float32(x[feature]) <= threshold``, X is cast to float32 as in
         scikit-learn), ``n_node_samples`` (distinct in-bag patients) and
@@ -125,6 +139,7 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         time_grid_max: float = GRID_MAX_MONTHS,
         time_grid_step: float = GRID_STEP_MONTHS,
         n_causes: int | None = None,
+        splitrule: str = DEFAULT_SPLITRULE,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = None,
     ):
@@ -140,12 +155,13 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         self.time_grid_max = time_grid_max
         self.time_grid_step = time_grid_step
         self.n_causes = n_causes
+        self.splitrule = splitrule
         self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y) -> CompetingRiskForest:
-        """Grow the trees, then re-estimate their leaves. ``y``: structured (event, time)."""
+        """Grow the trees and estimate their leaves. ``y``: structured (event, time)."""
         X32 = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
         X32 = np.ascontiguousarray(X32)
         event, time = check_survival_y(y)
@@ -177,19 +193,14 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
                 counts[b] = 1
         self.inbag_counts_ = counts.astype(np.min_scalar_type(int(counts.max())))
 
-        # the tree sees the cause-specific indicator on the grid times
-        y_tree = np.empty(n, dtype=[("event", bool), ("time", float)])
-        y_tree["event"] = event == self.cause
-        y_tree["time"] = self.event_times_[time_idx]
-
-        if self.max_bins is None:
-            edges, X_grow = None, X32
-        else:
-            edges = fit_bin_edges(X32, int(self.max_bins))
-            X_grow = to_codes(X32, edges)
+        split_w = cause_weights(self.splitrule, self.cause, self.n_causes_)
+        edges = fit_bin_edges(X32, n if self.max_bins is None else int(self.max_bins))
+        codes_t = np.ascontiguousarray(to_codes(X32, edges).T.astype(np.int64))
+        edge_table = _edge_table(edges)
+        limits = self._limits(n, X32.shape[1])
         fitted = Parallel(n_jobs=self.n_jobs, prefer="threads")(
             delayed(self._fit_tree)(
-                X_grow, edges, y_tree, time_idx, event, counts[b], int(seeds[b])
+                codes_t, edge_table, time_idx, event, split_w, limits, counts[b], int(seeds[b])
             )
             for b in range(self.n_estimators)
         )
@@ -213,21 +224,53 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
             return max(1, round(self.max_samples * n))
         raise ValueError("max_samples must be None, an int or a float in (0, 1]")
 
-    def _fit_tree(self, X_grow, edges, y_tree, time_idx, event, counts, seed):
-        tree = SurvivalTree(
-            max_depth=self.max_depth,
-            min_samples_split=self.min_samples_split,
-            min_samples_leaf=self.min_samples_leaf,
-            max_features=self.max_features,
-            random_state=seed,
-            low_memory=True,
+    def _limits(self, n: int, n_features: int) -> tuple[int, int, int, int]:
+        """(max_features, min_samples_leaf, min_samples_split, max_depth) as integers, with
+        scikit-learn's meaning of floats (fractions of n, rounded up) and strings."""
+        mf = self.max_features
+        if mf is None:
+            max_features = n_features
+        elif mf == "sqrt":
+            max_features = max(1, int(np.sqrt(n_features)))
+        elif mf == "log2":
+            max_features = max(1, int(np.log2(n_features)))
+        elif isinstance(mf, Integral) and 1 <= mf <= n_features:
+            max_features = int(mf)
+        elif isinstance(mf, Real) and not isinstance(mf, Integral) and 0 < mf <= 1:
+            max_features = max(1, int(mf * n_features))
+        else:
+            raise ValueError(f"max_features={mf!r} is not valid")
+        leaf = _count_param(self.min_samples_leaf, n, "min_samples_leaf", minimum=1)
+        split = _count_param(self.min_samples_split, n, "min_samples_split", minimum=2)
+        if self.max_depth is not None and (
+            not isinstance(self.max_depth, Integral) or self.max_depth < 1
+        ):
+            raise ValueError("max_depth must be None or a positive integer")
+        depth = -1 if self.max_depth is None else int(self.max_depth)
+        return max_features, leaf, max(split, 2 * leaf), depth
+
+    def _fit_tree(self, codes_t, edge_table, time_idx, event, split_w, limits, counts, seed):
+        max_features, leaf, split, depth = limits
+        left, right, feature, code, n_node, w_node = grow_tree(
+            codes_t,
+            time_idx,
+            event,
+            counts.astype(np.float64),
+            self.event_times_.size,
+            self.n_causes_,
+            split_w,
+            max_features,
+            leaf,
+            split,
+            depth,
+            seed,
         )
-        tree.fit(X_grow, y_tree, sample_weight=counts.astype(np.float64))
+        leaves = apply_codes(codes_t, left, right, feature, code)
+        is_split = left >= 0
+        threshold = np.full(left.shape[0], float(TREE_UNDEFINED))
+        threshold[is_split] = edge_table[feature[is_split], code[is_split]]
+        t = to_sklearn_tree(codes_t.shape[0], left, right, feature, threshold, n_node, w_node)
         inbag = counts > 0
-        t = tree.tree_
-        leaves = t.apply(X_grow)
-        if edges is not None:
-            thresholds_to_raw(t, edges)
         values = aalen_johansen_grid(
             time_idx[inbag],
             event[inbag],
@@ -238,7 +281,7 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
             n_groups=t.node_count,
         )
         _fill_internal_nodes(values, t.children_left, t.children_right, t.weighted_n_node_samples)
-        return tree, values, leaves
+        return GrownTree(t), values, leaves
 
     def _oob(self, n: int, fitted, counts) -> np.ndarray:
         total = np.zeros((n, self.n_causes_, self.event_times_.size))
@@ -354,3 +397,24 @@ def _fill_internal_nodes(values, left, right, cover) -> None:
         if lc == TREE_LEAF:
             continue
         values[node] = (cover[lc] * values[lc] + cover[rc] * values[rc]) / (cover[lc] + cover[rc])
+
+
+def _edge_table(edges: list[np.ndarray]) -> np.ndarray:
+    """Bin edges as one (n_features, max edges) table: a split "code <= c" on feature f is
+    "x <= table[f, c]" (a split never puts every code left, so c < len(edges[f]))."""
+    width = max(1, max(e.size for e in edges))
+    table = np.full((len(edges), width), np.inf)
+    for f, e in enumerate(edges):
+        table[f, : e.size] = e
+    return table
+
+
+def _count_param(value, n: int, name: str, minimum: int) -> int:
+    """An int count, or a float fraction of n rounded up (scikit-learn's convention)."""
+    if isinstance(value, Integral):
+        if value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}")
+        return int(value)
+    if isinstance(value, Real) and 0 < value <= 1:
+        return max(minimum, int(np.ceil(value * n)))
+    raise ValueError(f"{name} must be an int >= {minimum} or a float in (0, 1]")
