@@ -155,3 +155,23 @@ def _leaf_ids(X, roots, left, right, feature, threshold):
                 node = left[node] if X[r, feature[node]] <= threshold[node] else right[node]
             out[t, r] = node
     return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def oob_sums(leaves, counts, values):
+    """Per row, the sum of its leaf rows over the trees it is out of bag for, and their number.
+
+    ``leaves``: (n_trees, n) global node ids of every training row; ``counts``: bootstrap counts.
+    """
+    n_trees, n = leaves.shape
+    width = values.shape[1]
+    total = np.zeros((n, width))
+    n_oob = np.zeros(n)
+    for r in range(n):
+        for b in range(n_trees):
+            if counts[b, r] == 0:
+                node = leaves[b, r]
+                for j in range(width):
+                    total[r, j] += values[node, j]
+                n_oob[r] += 1.0
+    return total, n_oob

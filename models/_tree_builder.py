@@ -131,6 +131,8 @@ def grow_tree(
     left_events = np.empty((n_grid, n_causes))
     vals = np.empty(m_total, dtype=np.int64)
     buf = np.empty(m_total, dtype=np.int64)
+    order = np.empty(m_total, dtype=np.int64)
+    cnt = np.empty(4 * m_total + 2, dtype=np.int64)
 
     # stack of (start, end, depth, parent, is_left)
     st_start = np.empty(cap + 1, dtype=np.int64)
@@ -203,7 +205,19 @@ def grow_tree(
             if lo == hi:
                 continue  # constant in this node: not counted (scikit-learn's rule)
             tried += 1
-            order = np.argsort(vals[:m])
+            span = hi - lo + 1
+            if span <= 4 * m:  # counting sort by code: O(m + span)
+                cnt[: span + 1] = 0
+                for i in range(m):
+                    cnt[vals[i] - lo + 1] += 1
+                for c in range(span):
+                    cnt[c + 1] += cnt[c]
+                for i in range(m):
+                    p = vals[i] - lo
+                    order[cnt[p]] = i
+                    cnt[p] += 1
+            else:
+                order[:m] = np.argsort(vals[:m])
             left_leave[:] = 0.0
             left_events[:, :] = 0.0
             n_left = 0

@@ -27,7 +27,7 @@ from models._cif import (
     grid_indices,
     step_on_grid,
 )
-from models._flat_forest import FlatForest, apply_all, flatten_trees, predict_mean
+from models._flat_forest import FlatForest, apply_all, flatten_trees, oob_sums, predict_mean
 from models._tree_builder import (
     GrownTree,
     apply_codes,
@@ -206,9 +206,8 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         )
         self.estimators_ = [f[0] for f in fitted]
         self.leaf_values_ = [f[1] for f in fitted]
-        self.oob_cif_ = self._oob(X32.shape[0], fitted, counts)
         self.__dict__.pop("_flat", None)
-        self._flat_forest()
+        self.oob_cif_ = self._oob(X32.shape[0], fitted, counts)
         return self
 
     def _n_draws(self, n: int) -> int:
@@ -284,14 +283,12 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         return GrownTree(t), values, leaves
 
     def _oob(self, n: int, fitted, counts) -> np.ndarray:
-        total = np.zeros((n, self.n_causes_, self.event_times_.size))
-        n_oob = np.zeros(n)
-        for (_, values, leaves), c in zip(fitted, counts, strict=True):
-            oob = np.flatnonzero(c == 0)
-            total[oob] += values[leaves[oob]]
-            n_oob[oob] += 1
+        flat = self._flat_forest()
+        leaves = np.stack([f[2] for f in fitted]) + flat.roots[:, None]  # global node ids
+        total, n_oob = oob_sums(leaves, counts, flat.values)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return total / n_oob[:, None, None]
+            mean = total / n_oob[:, None]
+        return mean.reshape(n, self.n_causes_, self.event_times_.size)
 
     # -------------------------------------------------------------- predict
     def _check_X(self, X) -> np.ndarray:
