@@ -1,10 +1,10 @@
 """Quantile binning of features for tree growing, with thresholds mapped back to raw values.
 
-Why: scikit-survival's log-rank criterion rescans a node from its start for every candidate
-split, so a node of m patients costs O(m^2) per continuous feature. Growing on at most
-``max_bins`` codes per feature caps that at O(m * max_bins) (the idea of histogram gradient
-boosting). After growing, the tree's thresholds are rewritten to raw feature values, so the
-fitted tree applies to raw X and TreeSHAP sees ordinary thresholds.
+Why: growing on at most ``max_bins`` codes per feature bounds the candidate splits of a node
+by the bins rather than by its patients, and lets the builder sort a node by counting (the
+idea of histogram gradient boosting; ``models/_tree_builder.py``). After growing, a split
+"code <= c" is written as the raw threshold ``edges[c]``, so the fitted tree applies to raw X
+and TreeSHAP sees ordinary thresholds.
 
 Exactness: a feature with at most ``max_bins`` distinct training values keeps all of them
 (binary and ordinal features are untouched, and the splits are those of the unbinned tree).
@@ -15,7 +15,6 @@ new data alike.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.tree._tree import Tree
 
 
 def fit_bin_edges(X32: np.ndarray, max_bins: int) -> list[np.ndarray]:
@@ -39,19 +38,3 @@ def to_codes(X32: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
     for j, e in enumerate(edges):
         codes[:, j] = np.searchsorted(e, X32[:, j].astype(np.float64), side="left")
     return np.ascontiguousarray(codes)
-
-
-def thresholds_to_raw(tree: Tree, edges: list[np.ndarray]) -> None:
-    """Rewrite a tree grown on codes so that it splits raw values (in place).
-
-    The grower's threshold between codes c < c' is their midpoint, i.e. "code <= c", which is
-    "x <= edges[c]". The tree's pickle state is the supported way to set node fields.
-    """
-    state = tree.__getstate__()
-    nodes = state["nodes"].copy()
-    split = np.flatnonzero(nodes["left_child"] >= 0)
-    for node in split:
-        f = nodes["feature"][node]
-        nodes["threshold"][node] = edges[f][int(np.floor(nodes["threshold"][node]))]
-    state["nodes"] = nodes
-    tree.__setstate__(state)
