@@ -190,8 +190,8 @@ def run_one(
     return rows
 
 
-def summarise(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    df = pd.read_csv(path)
+def summarise(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     keys = ["model", "n", "variant"]
     g = df.groupby(keys)
     overall = g[["pairs", "covered", "width_sum", "abs_err_sum"]].sum()
@@ -216,34 +216,32 @@ def summarise(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return overall.join(quint).reset_index(), df
 
 
-def write_record(summary: pd.DataFrame, path: Path, variant: str, model: str) -> None:
-    """The coverage record the bundle carries and the report quotes."""
-    rows = summary[(summary["variant"] == variant) & (summary["model"] == model)]
+def write_record(summary: pd.DataFrame, path: Path, variant: str) -> None:
+    """The coverage record the bundle carries and the report quotes, per model kind."""
+    rows = summary[summary["variant"] == variant]
+    by_model: dict[str, dict] = {}
+    for r in rows.itertuples():
+        entry = by_model.setdefault(str(r.model), {"by_n": {}})
+        entry["by_n"][str(int(r.n))] = {
+            "coverage": round(float(r.coverage), 4),
+            "min_quintile_coverage": round(float(min(r.q1, r.q2, r.q3, r.q4, r.q5)), 4),
+            "width_over_mae": round(float(r.width_over_mae), 2),
+            "training_cohorts": int(r.seeds),
+            "n_resamples": int(r.n_resamples),
+            "test_patients": int(r.test_patients),
+        }
     record = {
         "what": "share of (test patient, horizon, endpoint) pairs whose true CIF lay inside the "
-        "95 % interval, synthetic cohort (modern mix), benchmarks/bench_intervals.py",
-        "model": model,
+        "95 % interval, synthetic cohort, benchmarks/bench_intervals.py",
         "mix": "modern mix (twice_daily_share 0.2)",
         "configuration": {
-            "n_resamples": int(rows["n_resamples"].iloc[0]) if "n_resamples" in rows else None,
             "resample_params": DEFAULT_RESAMPLE_PARAMS,
             "n_neighbours": DEFAULT_NEIGHBOURS,
-            "test_patients": int(rows["test_patients"].iloc[0])
-            if "test_patients" in rows
-            else None,
+            "variant": variant,
         },
-        "variant": variant,
         "level": 0.95,
         "horizons_months": list(HORIZONS_MONTHS),
-        "by_n": {
-            str(int(r.n)): {
-                "coverage": round(float(r.coverage), 4),
-                "min_quintile_coverage": round(float(min(r.q1, r.q2, r.q3, r.q4, r.q5)), 4),
-                "width_over_mae": round(float(r.width_over_mae), 2),
-                "training_cohorts": int(r.seeds),
-            }
-            for r in rows.itertuples()
-        },
+        "by_model": by_model,
         "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -258,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-n", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/intervals.csv")
     ap.add_argument("--cache", type=Path, help="keep fitted interval models here (re-evaluate)")
-    ap.add_argument("--summarise", type=Path)
+    ap.add_argument("--summarise", type=Path, nargs="+")
     ap.add_argument("--record", type=Path)
     ap.add_argument("--record-variant", default="shrink_rms")
     args = ap.parse_args(argv)
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         with pd.option_context("display.width", 250, "display.max_columns", 40):
             print(s.round(3).to_string(index=False))
         if args.record:
-            write_record(s, args.record, args.record_variant, s["model"].iloc[0])
+            write_record(s, args.record, args.record_variant)
         return 0
     print(
         f"nproc {os.cpu_count()}, load {os.getloadavg()}, {platform.node()}, "

@@ -378,12 +378,23 @@ COVERAGE_RECORD_FILE = Path(__file__).with_name("interval_coverage.json")
 method reached on the synthetic cohort, with the configuration and n it was simulated at."""
 
 
-def coverage_record() -> dict[str, Any] | None:
-    """The benchmark's coverage record, or None when it has not been written."""
+MODEL_KINDS = {"CompetingRiskForest": "forest", "CompetingRiskEnsemble": "ensemble"}
+"""Estimator class -> the benchmark's name for it (the coverage record is kept per kind)."""
+
+
+def coverage_record(model: Any = None) -> dict[str, Any] | None:
+    """The benchmark's coverage record for ``model``'s kind (forest, ensemble): the common
+    fields plus ``model`` and ``by_n``; None when it has not been measured for that kind."""
     try:
-        return json.loads(COVERAGE_RECORD_FILE.read_text())
+        data = json.loads(COVERAGE_RECORD_FILE.read_text())
     except (OSError, ValueError):
         return None
+    kind = MODEL_KINDS.get(type(model).__name__, type(model).__name__)
+    entry = (data.get("by_model") or {}).get(kind)
+    if entry is None:
+        return None
+    common = {k: v for k, v in data.items() if k != "by_model"}
+    return {**common, "model": kind, **entry}
 
 
 def fit_bundle_intervals(

@@ -201,3 +201,17 @@ def test_close_plans_get_a_difference_interval_that_shrinks_with_the_difference(
     _, lo, hi = iv.grid_difference(plans, cif, cols, reference=0)
     width = (hi - lo)[:, 0]
     assert width[0] == 0 and 0 < width[1] < width[2]
+
+
+def test_coverage_record_is_the_one_of_the_model_kind(tmp_path, monkeypatch):
+    import models.intervals as mi
+
+    path = tmp_path / "record.json"
+    by_n = {"600": {"coverage": 0.95, "min_quintile_coverage": 0.86, "training_cohorts": 10}}
+    path.write_text(json.dumps({"mix": "modern", "by_model": {"forest": {"by_n": by_n}}}))
+    monkeypatch.setattr(mi, "COVERAGE_RECORD_FILE", path)
+    record = mi.coverage_record(fitted()[0])
+    assert record == {"mix": "modern", "model": "forest", "by_n": by_n}
+    assert mi.coverage_record(object()) is None  # not measured for that kind
+    monkeypatch.setattr(mi, "COVERAGE_RECORD_FILE", tmp_path / "missing.json")
+    assert mi.coverage_record(fitted()[0]) is None

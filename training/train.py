@@ -292,7 +292,7 @@ def attach_intervals(
         bundle.models, X, y, n_resamples=cfg.n_resamples, random_state=config.seed,
         resample_params=light,
     )
-    bundle.interval_record = coverage_record()
+    bundle.interval_record = coverage_record(next(iter(bundle.models.values())))
     bundle.provenance["intervals"] = {e: iv.info for e, iv in bundle.intervals.items()}
     return bundle
 
