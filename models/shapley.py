@@ -439,108 +439,223 @@ def _as_model_input(X) -> np.ndarray:
 
 
 # ------------------------------------------------- input-level players: forest kernel
+_U1 = np.uint64(1)
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
+@numba.njit(cache=True, inline="always")
+def _popcount_u64(v):
+    v = v - ((v >> _U1) & _M1)
+    v = (v & _M2) + ((v >> np.uint64(2)) & _M2)
+    v = (v + (v >> np.uint64(4))) & _M4
+    return np.int64((v * _H01) >> np.uint64(56))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _background_left(bg, left, feature, threshold, n_words):
+    """Per node, the bit set of background rows whose own features go left there."""
+    n_nodes = left.shape[0]
+    out = np.zeros((n_nodes, n_words), dtype=np.uint64)
+    for node in range(n_nodes):
+        if left[node] < 0:
+            continue
+        f = feature[node]
+        thr = threshold[node]
+        for q in range(bg.shape[0]):
+            if bg[q, f] <= thr:
+                out[node, q >> 6] |= _U1 << np.uint64(q & 63)
+    return out
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _interventional_players(
-    table, parents, n_parents, n_players, roots, max_depth, left, right, feature, threshold, values
+    table,
+    bg_left,
+    parents,
+    n_parents,
+    n_players,
+    roots,
+    max_depth,
+    left,
+    right,
+    feature,
+    threshold,
+    values,
 ):
     """Shapley values (P, G) of a tree sum, summed over background rows (divide by K).
 
     ``table[q, j, m]``: feature j of the hybrid of the patient and background row q when
     parent i of j takes the patient's value iff bit i of m is set (cast like the trees
-    compare). The walk carries the players fixed in (mx) and out of (mb) the coalition; at a
+    compare); ``bg_left``: per node, the bit set of background rows going left on their own
+    values. A walk carries the players fixed in (mx) and out of (mb) the coalition; at a
     split on j it enumerates the assignments of j's parents consistent with them, follows
     one child if they all agree, else one branch per assignment with j's parents fixed. The
     branches are disjoint and cover every coalition, so each leaf's game is a sum of
     conjunction games with closed-form Shapley values: per leaf, a weight per player,
     multiplied by the leaf's whole CIF curve once at the end (only the leaves reached).
+
+    All background rows walk a tree together, as a bit set per state (node, mx, mb): a split
+    costs a few word operations whatever K is (rows are looked at one by one only where a
+    feature with several parents mixes the patient's and a row's inputs), and a leaf adds
+    its weights once per state, times the number of rows in it.
     """
-    n_bg = table.shape[0]
     n_nodes = left.shape[0]
+    n_words = bg_left.shape[1]
+    n_bg = table.shape[0]
     max_par = parents.shape[1]
+    n_assign = 1 << max_par
     w = np.zeros((n_nodes, n_players))
     touched = np.empty(n_nodes, dtype=np.int64)
+    marked = np.zeros(n_nodes, dtype=np.bool_)
     n_touched = 0
     fact = np.ones(2 * n_players + 2)
     for i in range(1, fact.shape[0]):
         fact[i] = fact[i - 1] * i
-    cap = (max_depth + 2) * (1 << max_par) + 1
+    cap = (max_depth + 2) * (2 * n_assign + 2) + 1
     s_node = np.empty(cap, dtype=np.int64)
     s_mx = np.empty(cap, dtype=np.int64)
     s_mb = np.empty(cap, dtype=np.int64)
-    goes_left = np.empty(1 << max_par, dtype=np.int8)  # -1: inconsistent with mx/mb
-    marked = np.zeros(n_nodes, dtype=np.bool_)
+    s_rows = np.empty((cap, n_words), dtype=np.uint64)
+    all_rows = np.zeros(n_words, dtype=np.uint64)
     for q in range(n_bg):
-        for t in range(roots.shape[0]):
-            s_node[0] = roots[t]
-            s_mx[0] = 0
-            s_mb[0] = 0
-            top = 1
-            while top > 0:
-                top -= 1
-                node = s_node[top]
-                mx = s_mx[top]
-                mb = s_mb[top]
-                if left[node] < 0:
-                    if mx == 0 and mb == 0:
-                        continue  # reached by every coalition: part of the base value
-                    a = _popcount(mx)
-                    c = _popcount(mb)
-                    wx = fact[a - 1] * fact[c] / fact[a + c] if a > 0 else 0.0
-                    wb = -fact[a] * fact[c - 1] / fact[a + c] if c > 0 else 0.0
-                    if not marked[node]:
-                        marked[node] = True
-                        touched[n_touched] = node
-                        n_touched += 1
-                    for p in range(n_players):
-                        bit = np.int64(1) << p
-                        if mx & bit:
-                            w[node, p] += wx
-                        elif mb & bit:
-                            w[node, p] += wb
-                    continue
-                f = feature[node]
-                thr = threshold[node]
-                k = n_parents[f]
-                n_left = 0
-                n_right = 0
-                for m in range(1 << k):
-                    ok = True
-                    for i in range(k):
-                        bit = np.int64(1) << parents[f, i]
-                        if (m >> i) & 1:
-                            if mb & bit:
-                                ok = False
-                        elif mx & bit:
+        all_rows[q >> 6] |= _U1 << np.uint64(q & 63)
+    cur = np.empty(n_words, dtype=np.uint64)
+    lm = np.empty((n_assign, n_words), dtype=np.uint64)
+    both = np.empty(n_words, dtype=np.uint64)
+    some = np.empty(n_words, dtype=np.uint64)
+    cons = np.empty(n_assign, dtype=np.int64)
+    for t in range(roots.shape[0]):
+        s_node[0] = roots[t]
+        s_mx[0] = 0
+        s_mb[0] = 0
+        s_rows[0, :] = all_rows
+        top = 1
+        while top > 0:
+            top -= 1
+            node = s_node[top]
+            mx = s_mx[top]
+            mb = s_mb[top]
+            for k in range(n_words):
+                cur[k] = s_rows[top, k]
+            if left[node] < 0:
+                if mx == 0 and mb == 0:
+                    continue  # reached by every coalition: part of the base value
+                cnt = 0
+                for k in range(n_words):
+                    cnt += _popcount_u64(cur[k])
+                a = _popcount(mx)
+                c = _popcount(mb)
+                wx = cnt * fact[a - 1] * fact[c] / fact[a + c] if a > 0 else 0.0
+                wb = -cnt * fact[a] * fact[c - 1] / fact[a + c] if c > 0 else 0.0
+                if not marked[node]:
+                    marked[node] = True
+                    touched[n_touched] = node
+                    n_touched += 1
+                for p in range(n_players):
+                    bit = np.int64(1) << p
+                    if mx & bit:
+                        w[node, p] += wx
+                    elif mb & bit:
+                        w[node, p] += wb
+                continue
+            f = feature[node]
+            thr = threshold[node]
+            npar = n_parents[f]
+            full = (1 << npar) - 1
+            x_left = table[0, f, full] <= thr  # the patient's own value
+            n_cons = 0
+            for m in range(1 << npar):
+                ok = True
+                for i in range(npar):
+                    bit = np.int64(1) << parents[f, i]
+                    if (m >> i) & 1:
+                        if mb & bit:
                             ok = False
-                    if not ok:
-                        goes_left[m] = -1
-                    elif table[q, f, m] <= thr:
-                        goes_left[m] = 1
-                        n_left += 1
+                    elif mx & bit:
+                        ok = False
+                if ok:
+                    cons[n_cons] = m
+                    n_cons += 1
+            if n_cons == 1 and cons[0] == full:
+                s_node[top] = left[node] if x_left else right[node]
+                top += 1  # same state, same rows
+                continue
+            for u in range(n_cons):
+                m = cons[u]
+                for k in range(n_words):
+                    if m == 0:
+                        lm[u, k] = bg_left[node, k] & cur[k]
+                    elif m == full:
+                        lm[u, k] = cur[k] if x_left else np.uint64(0)
+                    else:  # a feature with several parents, patient's and row's inputs mixed
+                        acc = np.uint64(0)
+                        word = cur[k]
+                        while word:
+                            low = word & (~word + _U1)
+                            q = k * 64 + _popcount_u64(low - _U1)
+                            if table[q, f, m] <= thr:
+                                acc |= low
+                            word ^= low
+                        lm[u, k] = acc
+            for k in range(n_words):
+                both[k] = cur[k]
+                some[k] = np.uint64(0)
+                for u in range(n_cons):
+                    both[k] &= lm[u, k]
+                    some[k] |= lm[u, k]
+            # rows whose direction does not depend on the coalition keep the state
+            any_l = False
+            any_r = False
+            mixed = False
+            for k in range(n_words):
+                if both[k]:
+                    any_l = True
+                if cur[k] & ~some[k]:
+                    any_r = True
+                if some[k] & ~both[k]:
+                    mixed = True
+            if any_l:
+                s_node[top] = left[node]
+                s_mx[top] = mx
+                s_mb[top] = mb
+                for k in range(n_words):
+                    s_rows[top, k] = both[k]
+                top += 1
+            if any_r:
+                s_node[top] = right[node]
+                s_mx[top] = mx
+                s_mb[top] = mb
+                for k in range(n_words):
+                    s_rows[top, k] = cur[k] & ~some[k]
+                top += 1
+            if not mixed:
+                continue
+            for u in range(n_cons):  # the others: one branch per assignment of free parents
+                m = cons[u]
+                nmx = mx
+                nmb = mb
+                for i in range(npar):
+                    bit = np.int64(1) << parents[f, i]
+                    if (m >> i) & 1:
+                        nmx |= bit
                     else:
-                        goes_left[m] = 0
-                        n_right += 1
-                if n_right == 0 or n_left == 0:
-                    s_node[top] = left[node] if n_right == 0 else right[node]
-                    s_mx[top] = mx
-                    s_mb[top] = mb
-                    top += 1
-                    continue
-                for m in range(1 << k):
-                    if goes_left[m] < 0:
-                        continue
-                    nmx = mx
-                    nmb = mb
-                    for i in range(k):
-                        bit = np.int64(1) << parents[f, i]
-                        if (m >> i) & 1:
-                            nmx |= bit
-                        else:
-                            nmb |= bit
-                    s_node[top] = left[node] if goes_left[m] == 1 else right[node]
-                    s_mx[top] = nmx
-                    s_mb[top] = nmb
-                    top += 1
+                        nmb |= bit
+                for side in range(2):
+                    nonempty = False
+                    for k in range(n_words):
+                        mix = some[k] & ~both[k]
+                        r = mix & lm[u, k] if side == 0 else mix & ~lm[u, k]
+                        s_rows[top, k] = r
+                        if r:
+                            nonempty = True
+                    if nonempty:
+                        s_node[top] = left[node] if side == 0 else right[node]
+                        s_mx[top] = nmx
+                        s_mb[top] = nmb
+                        top += 1
     # only the leaves some coalition game touched carry weight: (P, G) from those rows
     n_out = values.shape[1]
     phi = np.zeros((n_players, n_out))
@@ -847,6 +962,10 @@ class ForestMember:
         bg = _as_model_input(background_features)
         self.n_background = bg.shape[0]
         self.base_values = self._predict(bg).mean(axis=0)
+        p = self.packed
+        self.background_left = _background_left(
+            bg, p.left, p.feature, p.threshold, (bg.shape[0] + 63) // 64
+        )
 
     def _predict(self, X64: np.ndarray) -> np.ndarray:
         p = self.packed
@@ -858,6 +977,7 @@ class ForestMember:
         t32 = np.ascontiguousarray(table.astype(np.float32).astype(np.float64))
         w = _interventional_players(
             t32,
+            self.background_left,
             self.players.parents,
             self.players.n_parents,
             self.players.n_players,
