@@ -75,6 +75,9 @@ class ModelBundle:
     baseline_cif: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None
+    """The validated figures with their 95 % intervals, counts and method (training writes it;
+    the model card, the report and /model_info show it). None in bundles saved before it."""
     format_version: int = BUNDLE_FORMAT_VERSION
     intervals: dict[str, Any] | None = None
     """Per endpoint, a fitted :class:`models.intervals.ResampleIntervals` (None: a bundle from

@@ -223,20 +223,67 @@ def _format_input(name: str, value: Any) -> str:
 
 # ------------------------------------------------------------------------- the content
 def _performance(bundle, info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validated (optimism-corrected) AUC, Brier and ICI per endpoint at the main horizon."""
+    """Validated AUC, Brier and ICI per endpoint at the main horizon, with their 95 %
+    intervals (``<metric>_lo``/``_hi``, None when the bundle has none) and the events they
+    rest on; the hold-out figures beside them."""
     metrics = dict(bundle.metrics or {})
     rows = []
     h = MAIN_HORIZON_MONTHS
+
+    def number(key: str) -> float | None:
+        v = metrics.get(key)
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if np.isnan(f) else f
+
     for e in ENDPOINTS:
         row: dict[str, Any] = {"endpoint": ENDPOINT_LABELS[e]}
         for m in ("auc", "brier", "ici"):
-            v = metrics.get(f"{e}/{m}_{h}m")
-            row[m] = None if v is None else float(v)
+            for suffix in ("", "_lo", "_hi"):
+                row[f"{m}{suffix}"] = number(f"{e}/{m}_{h}m{suffix}")
         for m in ("auc", "brier"):
-            v = metrics.get(f"{e}/holdout_{m}_{h}m")
-            row[f"holdout_{m}"] = None if v is None or np.isnan(float(v)) else float(v)
+            row[f"holdout_{m}"] = number(f"{e}/holdout_{m}_{h}m")
+        events = number(f"{e}/events_{h}m")
+        n = number(f"{e}/n_patients")
+        row["events"] = None if events is None else int(events)
+        row["n_patients"] = None if n is None else int(n)
         rows.append(row)
     return rows
+
+
+def validation_note(bundle) -> str:
+    """One paragraph under the performance table: how the figures were obtained, what they
+    rest on and what the AUC means (read from the bundle; older bundles say less)."""
+    record = getattr(bundle, "validation", None)
+    if not record:
+        return (
+            "AUC, Brier score and integrated calibration index (ICI) from the training run "
+            "(this model carries no record of how they were validated); hold-out: patients "
+            "never used in training."
+        )
+    perf = _performance(bundle, {})
+    events = ", ".join(
+        f"{p['events']} {p['endpoint'].lower()}" for p in perf if p["events"] is not None
+    )
+    return (
+        f"Validated by {record.get('method', 'cross-validation')}, on "
+        f"{record.get('n_patients', 'n/a')} patients ({events} events by "
+        f"{MAIN_HORIZON_MONTHS} months); in brackets, 95 % intervals "
+        f"({record.get('interval', 'bootstrap')}). {record.get('auc_meaning', '')}. "
+        "Hold-out: patients never used in training."
+    )
+
+
+def with_interval(p: dict[str, Any], metric: str) -> str:
+    """``0.712 [0.650, 0.770]``, or the bare figure (or n/a) when there is no interval."""
+    v, lo, hi = p.get(metric), p.get(f"{metric}_lo"), p.get(f"{metric}_hi")
+    if v is None:
+        return "n/a"
+    if lo is None or hi is None:
+        return f"{v:.3f}"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def _model_identity(bundle, info: dict[str, Any]) -> dict[str, Any]:
@@ -364,5 +411,6 @@ def build_report(
             "synthetic": SYNTHETIC_DATA,
             "ci": interval_note(bundle, level),
             "shap": _shap_note(explainer),
+            "validation": validation_note(bundle),
         },
     )

@@ -17,7 +17,7 @@ from fpdf import FPDF
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from features.io import write_bytes_atomic
-from serving.report import PatientReport
+from serving.report import PatientReport, with_interval
 from serving.report_plots import curve_png, icons_png
 
 Format = Literal["html", "pdf"]
@@ -70,7 +70,7 @@ def render_html(report: PatientReport, images: dict | None = None) -> str:
     env = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"])
     )
-    return env.get_template(TEMPLATE).render(r=report, images=encoded)
+    return env.get_template(TEMPLATE).render(r=report, images=encoded, with_interval=with_interval)
 
 
 def _t(text: str) -> str:
@@ -235,7 +235,7 @@ def render_pdf(report: PatientReport, images: dict | None = None) -> bytes:
         f"({n_trees} trees per endpoint), trained on {m['development_rows']} patients of "
         f"the {m['data_source']} (data SHA-256 {m['data_sha256'] or 'n/a'})."
     )
-    widths = (60.0, 22.0, 22.0, 22.0, 26.0)
+    widths = (50.0, 36.0, 36.0, 36.0, 22.0)
     pdf.set_font("Helvetica", "B", 7)
     for w, h in zip(
         widths,
@@ -247,15 +247,12 @@ def render_pdf(report: PatientReport, images: dict | None = None) -> bytes:
     pdf.set_font("Helvetica", "", 7)
     for p in report.performance:
         pdf.cell(widths[0], SMALL_LINE, _t(p["endpoint"]))
-        for w, k in zip(widths[1:], ("auc", "brier", "ici", "holdout_auc"), strict=True):
-            pdf.cell(w, SMALL_LINE, "n/a" if p[k] is None else f"{p[k]:.3f}", align="C")
+        for w, k in zip(widths[1:4], ("auc", "brier", "ici"), strict=True):
+            pdf.cell(w, SMALL_LINE, with_interval(p, k), align="C")
+        hold = p["holdout_auc"]
+        pdf.cell(widths[4], SMALL_LINE, "n/a" if hold is None else f"{hold:.3f}", align="C")
         pdf.ln(SMALL_LINE)
-    pdf.para(
-        "AUC, Brier score and integrated calibration index (ICI) corrected for optimism by "
-        "bootstrap; hold-out: patients never used in training.",
-        size=6.5,
-        rgb=GREY_RGB,
-    )
+    pdf.para(_t(report.notes.get("validation", "")), size=6.5, rgb=GREY_RGB)
 
     pdf.heading("Use and limits")
     pdf.para("Intended use. " + report.notes["intended_use"])

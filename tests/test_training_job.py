@@ -43,7 +43,7 @@ TINY = {
     "fit_n_jobs": 1,
     "forest": {"n_estimators": 20, "grid": {"min_samples_leaf": [15]}},
     "tuning": {"cv_folds": 2, "n_estimators": 10},
-    "evaluation": {"n_bootstrap": 2},
+    "evaluation": {"cv_folds": 3, "n_interval_bootstrap": 20},
     "baselines": {"models": ["cox", "published_rule"]},
     "synthetic": {"n": 200, "seed": 11},
 }
@@ -121,8 +121,8 @@ def test_make_up_model_passes_the_absolute_limits(store):
     assert run.data.tags["gate.passed"] == "true"
     rule = load_config("quick").gate
     for e in rule.endpoints:
-        assert run.data.metrics[f"corrected/forest/{e}/auc_24m"] >= rule.min_auc
-        assert run.data.metrics[f"corrected/forest/{e}/ici_24m"] <= rule.max_ici
+        assert run.data.metrics[f"validated/{e}/auc_24m"] >= rule.min_auc
+        assert run.data.metrics[f"validated/{e}/ici_24m"] <= rule.max_ici
     assert int(get_alias(client, MODEL, "champion").version) == 1
     # a second call finds the champion and trains nothing
     again = ensure_champion(store["uri"], progress=False)
@@ -160,8 +160,13 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
         for h in (6, 12, 24, 36):
             for k in ("auc", "brier", "ici"):
                 for model in ("forest", "cox", "xgb", "published_rule"):
-                    assert np.isfinite(m[f"corrected/{model}/{e}/{k}_{h}m"])
-        assert 0.5 < m[f"corrected/forest/{e}/auc_24m"] <= 1.0
+                    assert np.isfinite(m[f"cv/{model}/{e}/{k}_{h}m"])
+            for k in ("auc", "brier", "ici", "slope"):
+                lo, est, hi = (m[f"validated/{e}/{k}_{h}m{s}"] for s in ("_lo", "", "_hi"))
+                assert lo <= hi and np.isfinite(est)
+            assert m[f"validated/{e}/events_{h}m"] > 0
+        assert m[f"validated/{e}/n_patients"] == int(p["development_rows"])
+        assert 0.5 < m[f"validated/{e}/auc_24m"] <= 1.0
         assert f"holdout/forest/{e}/auc" in m
     assert p["data_rows"] == "300" and len(p["data_sha256"]) == 64
     assert len(p["bundle_sha256"]) == 64 and mv.tags["bundle_sha256"] == p["bundle_sha256"]
@@ -183,7 +188,8 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
             )
         ).read_text()
     )
-    assert metrics_json["n_bootstrap"] == load_config("quick").evaluation.n_bootstrap
+    assert metrics_json["cv_folds"] == load_config("quick").evaluation.cv_folds
+    assert metrics_json["validation"]["n_patients"] == int(p["development_rows"])
     assert "patient_id" not in json.dumps(metrics_json)
 
     # the pyfunc loads in a fresh process and reproduces the bundle's predictions

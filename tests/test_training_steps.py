@@ -24,7 +24,7 @@ TINY = {
     "fit_n_jobs": 1,
     "forest": {"n_estimators": 10, "grid": {"min_samples_leaf": [15]}},
     "tuning": {"cv_folds": 2, "n_estimators": 5},
-    "evaluation": {"n_bootstrap": 1},
+    "evaluation": {"cv_folds": 2, "n_interval_bootstrap": 20},
     "baselines": {"models": ["published_rule"]},
     "gate": {"min_auc": 0.0, "max_ici": 1.0, "auc_margin": 1.0, "brier_margin": 1.0},
 }

@@ -16,24 +16,25 @@ from training.tune import grid_points, patient_folds
 
 def test_presets_load_and_differ():
     quick, release = (load_config(p) for p in PRESETS)
-    assert release.evaluation.n_bootstrap == 200
-    assert quick.evaluation.n_bootstrap < release.evaluation.n_bootstrap
+    assert release.forest.n_estimators >= 200
+    assert quick.forest.n_estimators < release.forest.n_estimators
+    assert quick.evaluation.cv_repeats <= release.evaluation.cv_repeats
     assert quick.fingerprint() != release.fingerprint()
     assert quick.gate.horizon_months in quick.evaluation.horizons_months
 
 
 def test_config_file_and_seed_override(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('name = "x"\nseed = 5\n[evaluation]\nn_bootstrap = 3\n')
+    path.write_text('name = "x"\nseed = 5\n[evaluation]\ncv_folds = 3\n')
     cfg = load_config(path)
-    assert (cfg.name, cfg.seed, cfg.evaluation.n_bootstrap) == ("x", 5, 3)
+    assert (cfg.name, cfg.seed, cfg.evaluation.cv_folds) == ("x", 5, 3)
     assert cfg.with_seed(9).seed == 9 and cfg.with_seed(None).seed == 5
     assert cfg.with_seed(9).fingerprint() != cfg.fingerprint()
 
 
 def test_config_refuses_unknown_keys_and_ungated_horizons(tmp_path):
     with pytest.raises(ValidationError):
-        TrainConfig.model_validate({"n_bootstrapp": 3})
+        TrainConfig.model_validate({"n_bootstrap": 3})
     with pytest.raises(ValidationError):
         TrainConfig.model_validate({"gate": {"horizon_months": 18}})
     with pytest.raises(FileNotFoundError):

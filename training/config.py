@@ -1,7 +1,7 @@
 """The training job's configuration: one typed, validated place, loadable from TOML.
 
 Everything that changes what a training run computes or decides lives here (the tuning grid,
-the number of bootstrap replicates, seeds, the hold-out salt and fraction, the promotion
+the cross-validation folds and repeats, seeds, the hold-out salt and fraction, the promotion
 gate's tolerances and limits), and the whole config is logged with every run, so that the
 acceptance rule is fixed *before* training and can be read back afterwards. Two presets ship
 in ``training/configs``: ``quick`` (``make up`` and the tests) and ``release``.
@@ -81,9 +81,13 @@ class TuningConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """Bootstrap optimism correction (Harrell): every modelling step repeated per replicate."""
+    """Repeated K-fold cross-validation: every modelling step redone inside each fold."""
 
-    n_bootstrap: int = Field(10, ge=1)
+    cv_folds: int = Field(5, ge=2)
+    cv_repeats: int = Field(1, ge=1)
+    """Repeats of the K-fold split (different seeds); figures are averaged over repeats."""
+    n_interval_bootstrap: int = Field(200, ge=20)
+    """Bootstrap replicates of patients for the 95 % intervals of the validated figures."""
     horizons_months: tuple[int, ...] = HORIZONS_MONTHS
     decision_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
     age_band_edges: tuple[float, ...] = (45.0, 60.0)

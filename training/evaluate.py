@@ -1,13 +1,20 @@
-"""Bootstrap optimism-corrected evaluation of the forest and its baselines (Harrell's method).
+"""Validation of the registered model and its baselines by repeated K-fold cross-validation.
 
-apparent = performance of the models fitted on the development data, on those data;
-for each replicate b: refit *everything* (tuning included) on a bootstrap sample, and
-optimism_b = performance on the sample - performance on the original data;
-corrected = apparent - mean_b optimism_b.
+Every model is scored only on patients it never saw: the development rows are split into K
+folds (by patient), R times with different seeds; for each fold *everything that learns*
+(tuning, the fit, any ensemble weights) is redone on the other K-1 folds, and the fold's
+patients get out-of-fold predictions. Each repeat's pooled out-of-fold predictions are scored
+on all n patients; the validated figure is the mean over the R repeats. Every candidate (the
+registered model and the baselines) is fitted and scored on the same folds.
 
-Each replicate is one engine task with its own seed, and also returns its forest's risks on
-the original patients (the prediction-instability plot) and subgroup metrics. Baselines are
-fitted and scored exactly like the forest, so their numbers sit beside it on equal terms.
+A 95 % interval for each of the registered model's validated figures comes from a bootstrap
+of patients over the pooled out-of-fold predictions (each replicate recomputes the metric,
+IPCW weights and pseudo-values included), percentile method; its coverage of the real
+performance is measured in benchmarks/bench_validation_truth.py.
+
+The optimism bootstrap used before (Harrell) scored each replicate's forest on the original
+sample, about 63 % of which it had trained on; a forest nearly memorises its training
+patients, so it underestimated the optimism about threefold (issue 9).
 """
 
 from __future__ import annotations
@@ -23,12 +30,25 @@ from features.config import ENDPOINTS, EVENT_OF_INTEREST
 from training.config import TrainConfig
 from training.data import Cohort
 from training.engine import Engine, LocalEngine, task_seed
-from training.metrics import auc_cr, brier_cr, calibration_cr, cumulative_incidence
-from training.tune import N_CAUSES, fit_forests, tune
+from training.metrics import (
+    auc_cr,
+    brier_cr,
+    calibration_cr,
+    cumulative_incidence,
+    ici_and_slope_cr,
+)
+from training.tune import N_CAUSES, fit_forests, patient_folds, tune
 
 FOREST = "forest"
-BOOT_SEED_TAG = 3
+REGISTERED = FOREST
+"""The candidate that gets registered (key in ``Evaluation.models``); the rest are baselines."""
+CV_SEED_TAG = 3
 BASELINE_SEED_TAG = 4
+INTERVAL_SEED_TAG = 5
+INTERVAL_LEVEL = 0.95
+INTERVAL_METRICS = ("auc", "brier", "ici", "slope")
+MIN_FINITE_REPLICATES = 20
+"""Fewer finite bootstrap replicates than this (no events in most draws): no interval."""
 CALIBRATION_KEYS = ("ici", "e50", "e90", "slope", "citl")
 SUBGROUP_COLUMNS = ("rt_stage", "sex", "age_band")
 METRIC_SEP = "/"
@@ -56,6 +76,24 @@ def make_baseline(name: str, config: TrainConfig, seed: int) -> Any:
     return model.set_params(**{k: v for k, v in wanted.items() if k in known})
 
 
+def fit_registered(
+    X: pd.DataFrame,
+    y: dict[str, np.ndarray],
+    groups: np.ndarray,
+    config: TrainConfig,
+    seed: int,
+    engine: Engine | None = None,
+    n_jobs: int = 1,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The registered architecture, fitted per endpoint with everything it learns (tuning).
+
+    The one place the registered model is built; cross-validation calls it inside each fold.
+    Returns ``(model per endpoint, tuning record per endpoint)``.
+    """
+    tuned = tune(X, y, groups, config, seed, engine)
+    return fit_forests(X, y, tuned, config, seed, n_jobs), tuned
+
+
 def fit_all(
     X: pd.DataFrame,
     y: dict[str, np.ndarray],
@@ -65,12 +103,12 @@ def fit_all(
     engine: Engine | None = None,
     n_jobs: int = 1,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every modelling step: tune and fit the forests, fit the baselines.
+    """Every candidate: the registered model (tuned) and the baselines, on the same rows.
 
     Returns ``(models[model][endpoint], tuned[endpoint])``.
     """
-    tuned = tune(X, y, groups, config, seed, engine)
-    models: dict[str, dict[str, Any]] = {FOREST: fit_forests(X, y, tuned, config, seed, n_jobs)}
+    registered, tuned = fit_registered(X, y, groups, config, seed, engine, n_jobs)
+    models: dict[str, dict[str, Any]] = {REGISTERED: registered}
     for bi, name in enumerate(config.baselines.models):
         models[name] = {}
         for ei, e in enumerate(ENDPOINTS):
@@ -127,6 +165,10 @@ def score_models(
     return out, forest_risks
 
 
+def _main_index(config: TrainConfig) -> int:
+    return list(config.evaluation.horizons_months).index(config.gate.horizon_months)
+
+
 def subgroup_labels(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     """rT stage, sex and age band of each patient (strings)."""
     edges = list(config.evaluation.age_band_edges)
@@ -179,51 +221,53 @@ def score_subgroups(
     return out
 
 
-# ---------------------------------------------------------------------------- bootstrap
+# ------------------------------------------------------------------------- cross-validation
 @dataclass(frozen=True)
 class EvalData:
-    """What every bootstrap task reads (sent once to each worker)."""
+    """What every fold task reads (sent once to each worker)."""
 
     X: pd.DataFrame
     y: dict[str, np.ndarray]
-    labels: pd.DataFrame
+    folds: np.ndarray
+    """(R, n): the fold of each patient in each repeat."""
     config: TrainConfig
     horizons: np.ndarray
 
 
 @dataclass
-class Replicate:
-    optimism: dict[str, float]
-    subgroup_optimism: dict[str, float]
-    risks_on_original: dict[str, np.ndarray]
+class FoldResult:
+    """One fold's out-of-fold risks per model and endpoint, and its tuning choice."""
+
+    test: np.ndarray
+    risks: dict[str, dict[str, np.ndarray]]
+    """model -> endpoint -> (n_test, H)."""
     tuned: dict[str, dict[str, Any]]
 
 
-def _main_index(config: TrainConfig) -> int:
-    return list(config.evaluation.horizons_months).index(config.gate.horizon_months)
+def fold_task(data: EvalData, repeat: int, fold: int, seed: int) -> FoldResult:
+    """Fit every candidate (tuning included) without fold ``fold`` of ``repeat``; predict it."""
+    test = np.flatnonzero(data.folds[repeat] == fold)
+    train = np.flatnonzero(data.folds[repeat] != fold)
+    Xtr = data.X.iloc[train].reset_index(drop=True)
+    ytr = {e: data.y[e][train] for e in ENDPOINTS}
+    models, tuned = fit_all(Xtr, ytr, train, data.config, seed, engine=None, n_jobs=1)
+    Xte = data.X.iloc[test].reset_index(drop=True)
+    risks = {
+        name: {e: predict_horizons(m, Xte, data.horizons) for e, m in per.items()}
+        for name, per in models.items()
+    }
+    return FoldResult(test, risks, tuned)
 
 
-def bootstrap_task(data: EvalData, b: int, seed: int) -> Replicate:
-    """One replicate: resample patients, redo every step, score on the sample and the original."""
-    n = data.X.shape[0]
-    idx = np.random.default_rng(seed).integers(0, n, size=n)
-    yb = {e: data.y[e][idx] for e in ENDPOINTS}
-    Xb = data.X.iloc[idx].reset_index(drop=True)
-    models, tuned = fit_all(Xb, yb, idx, data.config, seed, engine=None, n_jobs=1)
-    boot, boot_risks = score_models(models, Xb, yb, data.horizons)
-    orig, orig_risks = score_models(models, data.X, data.y, data.horizons)
-    h = _main_index(data.config)
-    horizon = float(data.config.gate.horizon_months)
-    min_size = data.config.evaluation.min_subgroup_size
-    sb = score_subgroups(
-        yb, boot_risks, data.labels.iloc[idx].reset_index(drop=True), h, horizon, min_size
-    )
-    so = score_subgroups(data.y, orig_risks, data.labels, h, horizon, min_size)
-    return Replicate(
-        optimism={k: boot[k] - orig[k] for k in orig},
-        subgroup_optimism={k: sb[k] - so[k] for k in so if k in sb},
-        risks_on_original={e: orig_risks[e][:, h] for e in ENDPOINTS},
-        tuned=tuned,
+def cv_folds(n: int, config: TrainConfig) -> np.ndarray:
+    """(R, n) fold numbers: one patient-level split into K folds per repeat, seeded."""
+    groups = np.arange(n)
+    ev = config.evaluation
+    return np.stack(
+        [
+            patient_folds(groups, ev.cv_folds, task_seed(config.seed, CV_SEED_TAG, r))
+            for r in range(ev.cv_repeats)
+        ]
     )
 
 
@@ -232,94 +276,241 @@ def _nanmean(values: list[float]) -> float:
     return float(np.nanmean(arr)) if np.any(np.isfinite(arr)) else float("nan")
 
 
+def _mean_over_repeats(y: np.ndarray, risks: np.ndarray, horizons: np.ndarray) -> dict[str, float]:
+    """Score each repeat's pooled out-of-fold risks (R, n, H) and average over repeats."""
+    per = [score_risks(y, risks[r], horizons) for r in range(risks.shape[0])]
+    return {k: _nanmean([p[k] for p in per]) for k in per[0]}
+
+
+def _interval_metrics(
+    y: np.ndarray, risks: np.ndarray, horizon: float, metrics: tuple[str, ...]
+) -> dict[str, float]:
+    """The interval's metrics of (R, n) risks at one horizon, averaged over repeats."""
+    t, e = y["time"], y["event"]
+    vals: dict[str, list[float]] = {m: [] for m in metrics}
+    calibration = "ici" in metrics or "slope" in metrics
+    for r in risks:
+        if "auc" in metrics:
+            vals["auc"].append(auc_cr(t, e, r, EVENT_OF_INTEREST, horizon))
+        if "brier" in metrics:
+            vals["brier"].append(brier_cr(t, e, r, EVENT_OF_INTEREST, horizon))
+        if calibration:
+            try:
+                ici, slope = ici_and_slope_cr(t, e, r, EVENT_OF_INTEREST, horizon)
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+                ici = slope = float("nan")
+            for m, v in (("ici", ici), ("slope", slope)):
+                if m in metrics:
+                    vals[m].append(v)
+    return {m: _nanmean(v) for m, v in vals.items()}
+
+
+@dataclass(frozen=True)
+class IntervalData:
+    """What each endpoint's bootstrap task reads."""
+
+    y: dict[str, np.ndarray]
+    oof: dict[str, np.ndarray]
+    horizons: np.ndarray
+    n_boot: int
+    metrics: tuple[str, ...]
+
+
+def _endpoint_bootstrap(data: IntervalData, endpoint: str, seed: int) -> dict[str, np.ndarray]:
+    """``metric_Hm`` -> the B replicate values for one endpoint."""
+    risks = data.oof[endpoint]
+    n = risks.shape[1]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(data.n_boot):
+        idx = rng.integers(0, n, size=n)
+        yb = data.y[endpoint][idx]
+        for j, h in enumerate(data.horizons):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vals = _interval_metrics(yb, risks[:, idx, j], float(h), data.metrics)
+            for m, v in vals.items():
+                draws.setdefault(f"{m}_{h:g}m", []).append(v)
+    return {k: np.asarray(v, dtype=float) for k, v in draws.items()}
+
+
+def bootstrap_intervals(
+    y: dict[str, np.ndarray],
+    oof: dict[str, np.ndarray],
+    horizons: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = INTERVAL_LEVEL,
+    metrics: tuple[str, ...] = INTERVAL_METRICS,
+    engine: Engine | None = None,
+    sd_out: dict[str, float] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of ``endpoint/metric_Hm`` from a bootstrap of patients.
+
+    ``oof[endpoint]`` is (R, n, H); every replicate draws n patients with replacement and
+    recomputes each metric on each repeat's pooled out-of-fold risks (mean over repeats).
+    One engine task per endpoint, each with its own seed. ``sd_out``, when given, receives
+    the replicates' standard deviation of each figure (its bootstrap standard error).
+    """
+    engine = engine or LocalEngine(1, progress=False)
+    data = IntervalData(y, oof, np.asarray(horizons, dtype=float), int(n_boot), tuple(metrics))
+    tasks = [(e, task_seed(seed, i)) for i, e in enumerate(ENDPOINTS)]
+    results = engine.map(_endpoint_bootstrap, data, tasks, desc="intervals")
+    alpha = 100 * (1 - level) / 2
+    out: dict[str, tuple[float, float]] = {}
+    for (e, _), draws in zip(tasks, results, strict=True):
+        for k, arr in draws.items():
+            arr = arr[np.isfinite(arr)]
+            if sd_out is not None:
+                sd_out[_key(e, k)] = float(np.std(arr, ddof=1)) if arr.size > 1 else float("nan")
+            out[_key(e, k)] = (
+                (float(np.percentile(arr, alpha)), float(np.percentile(arr, 100 - alpha)))
+                if arr.size >= MIN_FINITE_REPLICATES
+                else (float("nan"), float("nan"))
+            )
+    return out
+
+
+def event_counts(y: dict[str, np.ndarray], horizons: np.ndarray) -> dict[str, float]:
+    """``endpoint/n`` and ``endpoint/events_Hm``: what the validated figures rest on."""
+    out: dict[str, float] = {}
+    for e in ENDPOINTS:
+        out[_key(e, "n")] = float(len(y[e]))
+        for h in horizons:
+            hit = (y[e]["event"] == EVENT_OF_INTEREST) & (y[e]["time"] <= h)
+            out[_key(e, f"events_{h:g}m")] = float(hit.sum())
+    return out
+
+
 @dataclass
 class Evaluation:
-    """The development-data evaluation: final models, apparent and corrected metrics."""
+    """The development-data evaluation: final models, apparent and validated metrics."""
 
     models: dict[str, dict[str, Any]]
     tuned: dict[str, dict[str, Any]]
     horizons: np.ndarray
     apparent: dict[str, float]
-    optimism: dict[str, float]
-    corrected: dict[str, float]
+    validated: dict[str, float]
+    """``model/endpoint/metric_Hm``: pooled out-of-fold, mean over repeats."""
+    intervals: dict[str, tuple[float, float]]
+    """``endpoint/metric_Hm`` -> 95 % interval, for the registered model."""
+    interval_sd: dict[str, float]
+    """``endpoint/metric_Hm`` -> bootstrap standard error (the SD of the replicates)."""
+    counts: dict[str, float]
     subgroups_apparent: dict[str, float]
-    subgroups_corrected: dict[str, float]
+    subgroups_validated: dict[str, float]
     apparent_risks: dict[str, dict[str, np.ndarray]]
     """model -> endpoint -> (n, H) risks on the development data."""
-    bootstrap_risks: dict[str, np.ndarray]
-    """endpoint -> (B, n) forest risks at the main horizon from each replicate's models."""
-    n_bootstrap: int
+    oof_risks: dict[str, dict[str, np.ndarray]]
+    """model -> endpoint -> (R, n, H) out-of-fold risks, one slice per repeat."""
+    n_folds: int
+    n_repeats: int
+    n_interval_bootstrap: int
     main_horizon: float
     tuning_choices: dict[str, list[str]] = field(default_factory=dict)
 
     def metric(self, kind: str, model: str, endpoint: str, name: str) -> float:
         return float(getattr(self, kind)[_key(model, endpoint, name)])
 
+    @property
+    def corrected(self) -> dict[str, float]:
+        """The validated figures under their former name (the gate's inputs)."""
+        return self.validated
+
+    def registered(self, endpoint: str, name: str) -> tuple[float, float, float]:
+        """(estimate, lo, hi) of the registered model's validated ``name`` (e.g. auc_24m)."""
+        lo, hi = self.intervals.get(_key(endpoint, name), (float("nan"), float("nan")))
+        return self.validated[_key(REGISTERED, endpoint, name)], lo, hi
+
     def instability(self) -> dict[str, float]:
-        """Mean absolute difference between replicate and final forest risks (Riley & Collins)."""
+        """Mean |out-of-fold - final| risk at the main horizon (Riley & Collins): how much a
+        patient's prediction moves when the model is refitted without them."""
         h = list(self.horizons).index(self.main_horizon)
         out = {}
-        for e, boot in self.bootstrap_risks.items():
-            final = self.apparent_risks[FOREST][e][:, h]
-            out[e] = float(np.mean(np.abs(boot - final[None, :])))
+        for e, oof in self.oof_risks[REGISTERED].items():
+            final = self.apparent_risks[REGISTERED][e][:, h]
+            out[e] = float(np.mean(np.abs(oof[:, :, h] - final[None, :])))
         return out
 
 
 def evaluate(
     dev: Cohort, config: TrainConfig, engine: Engine | None = None, n_jobs: int = 1
 ) -> Evaluation:
-    """Fit the final models on ``dev`` and estimate their optimism-corrected performance."""
+    """Fit the final models on ``dev`` and validate them by repeated K-fold CV."""
     engine = engine or LocalEngine(1, progress=False)
     X = dev.X.reset_index(drop=True)
-    groups = np.arange(X.shape[0])
+    n = X.shape[0]
+    groups = np.arange(n)
     horizons = np.asarray(config.evaluation.horizons_months, dtype=float)
     models, tuned = fit_all(X, dev.y, groups, config, config.seed, engine=engine, n_jobs=n_jobs)
     apparent, forest_risks = score_models(models, X, dev.y, horizons)
     labels = subgroup_labels(dev.records, config)
     h = _main_index(config)
-    sub_app = score_subgroups(
-        dev.y,
-        forest_risks,
-        labels,
-        h,
-        float(config.gate.horizon_months),
-        config.evaluation.min_subgroup_size,
-    )
-    data = EvalData(X, dev.y, labels, config, horizons)
+    horizon = float(config.gate.horizon_months)
+    min_size = config.evaluation.min_subgroup_size
+    sub_app = score_subgroups(dev.y, forest_risks, labels, h, horizon, min_size)
+
+    folds = cv_folds(n, config)
+    data = EvalData(X, dev.y, folds, config, horizons)
     tasks = [
-        (b, task_seed(config.seed, BOOT_SEED_TAG, b)) for b in range(config.evaluation.n_bootstrap)
+        (r, k, task_seed(config.seed, CV_SEED_TAG, r, k))
+        for r in range(folds.shape[0])
+        for k in range(config.evaluation.cv_folds)
     ]
-    reps: list[Replicate] = engine.map(bootstrap_task, data, tasks, desc="bootstrap")
-    optimism = {k: _nanmean([r.optimism.get(k, np.nan) for r in reps]) for k in apparent}
-    corrected = {k: apparent[k] - optimism[k] for k in apparent}
-    sub_opt = {k: _nanmean([r.subgroup_optimism.get(k, np.nan) for r in reps]) for k in sub_app}
-    sub_cor = {
-        k: (sub_app[k] - sub_opt[k])
-        if k.rsplit(METRIC_SEP, 1)[-1] in ("auc", "brier")
-        else sub_app[k]
-        for k in sub_app
-    }
+    results: list[FoldResult] = engine.map(fold_task, data, tasks, desc="cross-validation")
+    R = folds.shape[0]
+    oof = {name: {e: np.full((R, n, len(horizons)), np.nan) for e in ENDPOINTS} for name in models}
+    for (r, _, _), res in zip(tasks, results, strict=True):
+        for name, per in res.risks.items():
+            for e, risk in per.items():
+                oof[name][e][r, res.test] = risk
+
+    validated: dict[str, float] = {}
+    for name in models:
+        for e in ENDPOINTS:
+            for k, v in _mean_over_repeats(dev.y[e], oof[name][e], horizons).items():
+                validated[_key(name, e, k)] = v
+    per_repeat = [
+        score_subgroups(
+            dev.y, {e: oof[REGISTERED][e][r] for e in ENDPOINTS}, labels, h, horizon, min_size
+        )
+        for r in range(R)
+    ]
+    sub_val = {k: _nanmean([p.get(k, np.nan) for p in per_repeat]) for k in sub_app}
+    interval_sd: dict[str, float] = {}
+    intervals = bootstrap_intervals(
+        dev.y,
+        oof[REGISTERED],
+        horizons,
+        config.evaluation.n_interval_bootstrap,
+        task_seed(config.seed, INTERVAL_SEED_TAG),
+        engine=engine,
+        sd_out=interval_sd,
+    )
     apparent_risks = {
         name: {e: predict_horizons(m, X, horizons) for e, m in per.items()}
         for name, per in models.items()
     }
-    choices = {e: [repr(sorted(r.tuned[e]["params"].items())) for r in reps] for e in ENDPOINTS}
-    ev = Evaluation(
+    choices = {e: [repr(sorted(r.tuned[e]["params"].items())) for r in results] for e in ENDPOINTS}
+    return Evaluation(
         models=models,
         tuned=tuned,
         horizons=horizons,
         apparent=apparent,
-        optimism=optimism,
-        corrected=corrected,
+        validated=validated,
+        intervals=intervals,
+        interval_sd=interval_sd,
+        counts=event_counts(dev.y, horizons),
         subgroups_apparent=sub_app,
-        subgroups_corrected=sub_cor,
+        subgroups_validated=sub_val,
         apparent_risks=apparent_risks,
-        bootstrap_risks={e: np.stack([r.risks_on_original[e] for r in reps]) for e in ENDPOINTS},
-        n_bootstrap=len(reps),
-        main_horizon=float(config.gate.horizon_months),
+        oof_risks=oof,
+        n_folds=config.evaluation.cv_folds,
+        n_repeats=R,
+        n_interval_bootstrap=config.evaluation.n_interval_bootstrap,
+        main_horizon=horizon,
         tuning_choices=choices,
     )
-    return ev
 
 
 def holdout_scores(

@@ -1,7 +1,7 @@
 """The model card (Mitchell et al. 2019) of a bundle, in Markdown, with the TRIPOD+AI items.
 
 Read from the bundle (provenance, training summary, headline metrics) and, when known, the
-training run's ``metrics.json`` (optimism-corrected and hold-out metrics, the promotion gate,
+training run's ``metrics.json`` (cross-validated and hold-out metrics, the promotion gate,
 tuning). Markdown so it renders in the repository, in MLflow and as plain text alike.
 """
 
@@ -33,18 +33,54 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return NA if f != f else f"{f:.{digits}f}"
 
 
+def _with_interval(metrics: dict[str, Any], key: str) -> str:
+    lo, hi = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+    v = _fmt(metrics.get(key))
+    if v == NA or _fmt(lo) == NA or _fmt(hi) == NA:
+        return v
+    return f"{v} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
 def _metric_table(metrics: dict[str, Any]) -> list[str]:
+    """Validated figures with their 95 % intervals and the events each horizon rests on."""
     lines = [
-        "| endpoint | months | AUC | Brier | ICI |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| endpoint | months | events | AUC [95 % interval] | Brier | ICI | calibration slope |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for e in ENDPOINTS:
         for h in HORIZONS_MONTHS:
-            vals = [metrics.get(f"{e}/{m}_{h}m") for m in ("auc", "brier", "ici")]
-            lines.append(
-                f"| {ENDPOINT_LABELS[e]} | {h} | " + " | ".join(_fmt(v) for v in vals) + " |"
-            )
+            vals = [_with_interval(metrics, f"{e}/{m}_{h}m") for m in ("auc", "brier", "ici")]
+            vals.append(_with_interval(metrics, f"{e}/slope_{h}m"))
+            events = metrics.get(f"{e}/events_{h}m")
+            ev = NA if events is None else f"{int(float(events))}"
+            lines.append(f"| {ENDPOINT_LABELS[e]} | {h} | {ev} | " + " | ".join(vals) + " |")
     return lines
+
+
+def _performance_section(bundle) -> list[str]:
+    """The heading, the method, what the figures rest on and the table."""
+    metrics = dict(bundle.metrics or {})
+    record = getattr(bundle, "validation", None)
+    if not record:
+        return [
+            "## Performance (development data; this model carries no validation record)",
+            "",
+            *_metric_table(metrics),
+            "",
+        ]
+    return [
+        "## Performance (cross-validated on the development data)",
+        "",
+        f"- Method: {record.get('method', NA)}.",
+        f"- Intervals: {100 * float(record.get('level', 0.95)):.0f} % "
+        f"{record.get('interval', NA)}.",
+        f"- Patients: {record.get('n_patients', NA)}; events of each endpoint by each horizon "
+        "in the table.",
+        f"- {record.get('auc_meaning', '')}.",
+        "",
+        *_metric_table(metrics),
+        "",
+    ]
 
 
 def _coverage_line(bundle=None) -> str:
@@ -163,10 +199,7 @@ def build_model_card(
         "| --- | --- |",
         *[f"| {f.label} | {f.unit or f.kind} |" for f in FEATURES],
         "",
-        "## Performance (optimism-corrected bootstrap, development data)",
-        "",
-        *_metric_table(dict(bundle.metrics or {})),
-        "",
+        *_performance_section(bundle),
     ]
     hold = {k: v for k, v in (bundle.metrics or {}).items() if "holdout" in k}
     if hold:
@@ -181,7 +214,7 @@ def build_model_card(
         out.append("")
     if run.get("instability"):
         out += [
-            "Prediction instability (mean |bootstrap - final| risk at the main horizon): "
+            "Prediction instability (mean |out-of-fold - final| risk at the main horizon): "
             + "; ".join(
                 f"{ENDPOINT_LABELS.get(k, k)} {_fmt(v)}" for k, v in run["instability"].items()
             ),

@@ -44,7 +44,7 @@ def calibration_plot(ev: Evaluation, y: dict[str, np.ndarray], endpoint: str, pa
                 )
             except ValueError:
                 continue
-            ici = ev.corrected.get(_key(name, endpoint, f"ici_{h:g}m"), float("nan"))
+            ici = ev.validated.get(_key(name, endpoint, f"ici_{h:g}m"), float("nan"))
             ax.plot(
                 cal.curve_risk,
                 cal.curve_observed,
@@ -63,7 +63,7 @@ def calibration_plot(ev: Evaluation, y: dict[str, np.ndarray], endpoint: str, pa
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(
         f"Calibration, {ENDPOINT_LABELS[endpoint]}: apparent curves on the development "
-        "data; ICI* optimism-corrected",
+        "data; ICI* cross-validated (out-of-fold)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -104,23 +104,25 @@ def decision_curve_plot(
 
 
 def instability_plot(ev: Evaluation, path: Path) -> Path:
-    """Each replicate model's risk vs the final model's, per patient (Riley & Collins 2023)."""
+    """Each patient's out-of-fold risk (models fitted without them) vs the final model's
+    (Riley & Collins 2023)."""
     j = list(ev.horizons).index(ev.main_horizon)
     fig, axes = plt.subplots(1, len(ENDPOINTS), figsize=(PANEL_SIZE_IN * 1.3 * len(ENDPOINTS), 4))
     mape = ev.instability()
     for ax, e in zip(np.atleast_1d(axes), ENDPOINTS, strict=True):
         final = ev.apparent_risks[FOREST][e][:, j]
-        boot = ev.bootstrap_risks[e]
+        boot = ev.oof_risks[FOREST][e][:, :, j]
         xs = np.repeat(final[None, :], boot.shape[0], axis=0)
         ax.scatter(xs.ravel(), boot.ravel(), s=3, alpha=0.15, color="tab:blue")
         lo, hi = np.percentile(boot, INTERVAL, axis=0)
-        ax.vlines(final, lo, hi, color="tab:red", lw=0.6, alpha=0.4, label="95% of replicates")
+        ax.vlines(final, lo, hi, color="tab:red", lw=0.6, alpha=0.4, label="range over repeats")
         top = max(float(boot.max()), float(final.max())) * 1.05
         ax.plot([0, top], [0, top], color="grey", ls="--", lw=1)
         ax.set_xlabel(f"final model risk at {ev.main_horizon:g} months")
-        ax.set_ylabel("bootstrap model risk")
+        ax.set_ylabel("out-of-fold risk (model without the patient)")
         ax.set_title(
-            f"{ENDPOINT_LABELS[e]}\nmean |difference| {mape[e]:.3f}, B={boot.shape[0]}", fontsize=9
+            f"{ENDPOINT_LABELS[e]}\nmean |difference| {mape[e]:.3f}, repeats={boot.shape[0]}",
+            fontsize=9,
         )
         ax.legend(fontsize=7)
     fig.suptitle("Prediction instability", fontsize=10)
@@ -131,18 +133,18 @@ def instability_plot(ev: Evaluation, path: Path) -> Path:
 
 
 def subgroup_plot(ev: Evaluation, path: Path) -> Path:
-    """Forest AUC (optimism-corrected) at the main horizon per subgroup and endpoint."""
+    """Forest AUC (cross-validated) at the main horizon per subgroup and endpoint."""
     groups = sorted({"/".join(k.split("/")[:2]) for k in ev.subgroups_apparent})
     fig, axes = plt.subplots(
         1, len(ENDPOINTS), figsize=(10, 0.35 * max(len(groups), 4) + 1.2), sharey=True
     )
     for ax, e in zip(np.atleast_1d(axes), ENDPOINTS, strict=True):
-        vals = [ev.subgroups_corrected.get(f"{g}/{e}/auc", np.nan) for g in groups]
+        vals = [ev.subgroups_validated.get(f"{g}/{e}/auc", np.nan) for g in groups]
         ax.barh(range(len(groups)), vals, color="tab:blue")
         ax.axvline(0.5, color="grey", ls="--", lw=1)
         ax.set_xlim(0.4, 1.0)
         ax.set_title(ENDPOINT_LABELS[e], fontsize=9)
-        ax.set_xlabel(f"AUC({ev.main_horizon:g}m), optimism-corrected")
+        ax.set_xlabel(f"AUC({ev.main_horizon:g}m), cross-validated")
     np.atleast_1d(axes)[0].set_yticks(
         range(len(groups)), [g.replace("/", ": ") for g in groups], fontsize=8
     )

@@ -43,7 +43,16 @@ from training import locks, plots, registry, tracking
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, load_training_data, synthetic_training_data
 from training.engine import make_engine
-from training.evaluate import FOREST, METRIC_SEP, Evaluation, evaluate, holdout_scores
+from training.evaluate import (
+    FOREST,
+    INTERVAL_LEVEL,
+    INTERVAL_METRICS,
+    METRIC_SEP,
+    REGISTERED,
+    Evaluation,
+    evaluate,
+    holdout_scores,
+)
 from training.metrics import cumulative_incidence
 
 MODEL_ARTIFACT_NAME = "model"
@@ -63,6 +72,15 @@ PYFUNC_REQUIREMENTS = (
     "pyarrow",
 )
 METRICS_BATCH = 500
+VALIDATION_METHOD = (
+    "{r} x {k}-fold cross-validation by patient; every modelling step (tuning included) "
+    "redone inside each fold; metrics of the pooled out-of-fold predictions, mean over repeats"
+)
+INTERVAL_METHOD = "percentile bootstrap of patients over the out-of-fold predictions (B={b})"
+AUC_MEANING = (
+    "AUC at H months: the chance that a patient who had the event by H was given a higher "
+    "risk than one who did not (controls: everyone else, competing events included)"
+)
 
 
 @dataclass
@@ -130,11 +148,51 @@ def _log_metrics(client: mlflow.MlflowClient, run_id: str, metrics: dict[str, fl
         client.log_batch(run_id, metrics=items[i : i + METRICS_BATCH])
 
 
-def _corrected_at(ev: Evaluation, endpoint: str, horizon: float) -> dict[str, float]:
-    return {
-        m: ev.corrected[METRIC_SEP.join((FOREST, endpoint, f"{m}_{horizon:g}m"))]
-        for m in ("auc", "brier", "ici")
-    }
+def validated_headline(ev: Evaluation) -> dict[str, float]:
+    """The registered model's validated figures with their 95 % intervals and what they rest
+    on: ``<endpoint>/<metric>_<H>m`` (+ ``_lo``, ``_hi``), ``<endpoint>/events_<H>m``,
+    ``<endpoint>/n_patients``."""
+    out: dict[str, float] = {}
+    for e in ENDPOINTS:
+        out[f"{e}/n_patients"] = ev.counts[METRIC_SEP.join((e, "n"))]
+        for hh in ev.horizons:
+            tag = f"{hh:g}m"
+            out[f"{e}/events_{tag}"] = ev.counts[METRIC_SEP.join((e, f"events_{tag}"))]
+            for m in INTERVAL_METRICS:
+                est, lo, hi = ev.registered(e, f"{m}_{tag}")
+                out[f"{e}/{m}_{tag}"] = est
+                out[f"{e}/{m}_{tag}_lo"] = lo
+                out[f"{e}/{m}_{tag}_hi"] = hi
+    return out
+
+
+def validation_record(ev: Evaluation) -> dict[str, Any]:
+    """What the bundle carries about its validation (serving shows it; it imports no training)."""
+    figures: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        per: dict[str, Any] = {}
+        for hh in ev.horizons:
+            tag = f"{hh:g}m"
+            row: dict[str, Any] = {
+                "events": int(ev.counts[METRIC_SEP.join((e, f"events_{tag}"))]),
+            }
+            for m in INTERVAL_METRICS:
+                est, lo, hi = ev.registered(e, f"{m}_{tag}")
+                row[m] = {"estimate": est, "lo": lo, "hi": hi}
+            per[tag] = row
+        figures[e] = per
+    return _jsonable(
+        {
+            "method": VALIDATION_METHOD.format(k=ev.n_folds, r=ev.n_repeats),
+            "interval": INTERVAL_METHOD.format(b=ev.n_interval_bootstrap),
+            "level": INTERVAL_LEVEL,
+            "folds": ev.n_folds,
+            "repeats": ev.n_repeats,
+            "n_patients": int(ev.counts[METRIC_SEP.join((ENDPOINTS[0], "n"))]),
+            "auc_meaning": AUC_MEANING,
+            "figures": figures,
+        }
+    )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -153,9 +211,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _comparison_table(ev: Evaluation) -> pd.DataFrame:
-    """Forest and baselines side by side: apparent and optimism-corrected, per horizon."""
+    """Every candidate side by side: apparent and cross-validated, per horizon, same folds."""
     rows = []
-    for key, corrected in ev.corrected.items():
+    for key, validated in ev.validated.items():
         model, endpoint, metric = key.split(METRIC_SEP)
         name, _, horizon = metric.rpartition("_")
         rows.append(
@@ -165,23 +223,27 @@ def _comparison_table(ev: Evaluation) -> pd.DataFrame:
                 "metric": name,
                 "horizon": horizon,
                 "apparent": ev.apparent[key],
-                "optimism": ev.optimism[key],
-                "corrected": corrected,
+                "validated": validated,
             }
         )
     return pd.DataFrame(rows).sort_values(["endpoint", "metric", "horizon", "model"])
 
 
 def _comparison_text(ev: Evaluation, horizon: float) -> str:
-    """The forest beside its baselines at the gate horizon (optimism-corrected), for the console."""
-    lines = [f"optimism-corrected at {horizon:g} months (B={ev.n_bootstrap}):  AUC   Brier   ICI"]
+    """Every candidate at the gate horizon (cross-validated, same folds), for the console."""
+    lines = [
+        f"validated at {horizon:g} months ({ev.n_repeats} x {ev.n_folds}-fold CV, "
+        "out-of-fold):  AUC   Brier   ICI"
+    ]
     for e in ENDPOINTS:
         for model in ev.models:
             vals = [
-                ev.corrected[METRIC_SEP.join((model, e, f"{m}_{horizon:g}m"))]
+                ev.validated[METRIC_SEP.join((model, e, f"{m}_{horizon:g}m"))]
                 for m in ("auc", "brier", "ici")
             ]
             lines.append(f"  {e:18s} {model:15s} {vals[0]:6.3f} {vals[1]:6.3f} {vals[2]:6.3f}")
+        est, lo, hi = ev.registered(e, f"auc_{horizon:g}m")
+        lines.append(f"  {e:18s} {REGISTERED} AUC 95% interval [{lo:.3f}, {hi:.3f}]")
     return "\n".join(lines)
 
 
@@ -199,7 +261,7 @@ def _subgroup_table(ev: Evaluation) -> pd.DataFrame:
         )
         row[metric] = value
         if metric in ("auc", "brier"):
-            row[f"{metric}_corrected"] = ev.subgroups_corrected[key]
+            row[f"{metric}_validated"] = ev.subgroups_validated[key]
     return pd.DataFrame(list(rows.values()))
 
 
@@ -438,11 +500,8 @@ def build_bundle_step(
         data.holdout,
         h,
     )
-    headline: dict[str, float] = {}
+    headline = validated_headline(ev)
     for e in ENDPOINTS:
-        for hh in ev.horizons:
-            for m, v in _corrected_at(ev, e, hh).items():
-                headline[f"{e}/{m}_{hh:g}m"] = v
         for m in ("auc", "brier"):
             headline[f"{e}/holdout_{m}_{h:g}m"] = challenger_holdout[f"{e}/{m}"]
     provenance = {
@@ -457,6 +516,7 @@ def build_bundle_step(
         **data.summary(),
     }
     bundle = _build_bundle(ev, data, cfg, provenance, headline)
+    bundle.validation = validation_record(ev)
     return BuiltBundle(bundle, headline, challenger_holdout, h)
 
 
@@ -470,13 +530,23 @@ def log_evaluation(
     echo: Callable[[str], None],
 ) -> LoggedModel:
     """Log the evaluation's metrics, the bundle, plots, tables and the pyfunc model."""
-    metrics: dict[str, float] = {}
-    for kind in ("apparent", "corrected"):
-        metrics.update({f"{kind}/{k}": v for k, v in getattr(ev, kind).items()})
-    metrics.update({f"subgroup/{k}": v for k, v in ev.subgroups_corrected.items()})
+    metrics: dict[str, float] = {f"apparent/{k}": v for k, v in ev.apparent.items()}
+    metrics.update({f"cv/{k}": v for k, v in ev.validated.items()})
+    metrics.update(
+        {
+            f"validated/{k}": v
+            for k, v in built.headline.items()
+            if "holdout" not in k and not k.endswith("n_patients")
+        }
+    )
+    metrics.update(
+        {f"validated/{e}/n_patients": built.headline[f"{e}/n_patients"] for e in ENDPOINTS}
+    )
+    metrics.update({f"subgroup/{k}": v for k, v in ev.subgroups_validated.items()})
     metrics.update({f"holdout/{FOREST}/{k}": v for k, v in built.challenger_holdout.items()})
     metrics.update({f"instability/{e}/mean_abs_diff": v for e, v in ev.instability().items()})
-    metrics["n_bootstrap"] = float(ev.n_bootstrap)
+    metrics["cv_folds"] = float(ev.n_folds)
+    metrics["cv_repeats"] = float(ev.n_repeats)
     _log_metrics(client, run_id, metrics)
     echo(_comparison_text(ev, built.horizon))
 
@@ -576,18 +646,19 @@ def log_gate(
             {
                 "config": cfg.model_dump(mode="json"),
                 "apparent": ev.apparent,
-                "optimism": ev.optimism,
-                "corrected": ev.corrected,
+                "validated": ev.validated,
+                "validation": validation_record(ev),
                 "subgroups_apparent": ev.subgroups_apparent,
-                "subgroups_corrected": ev.subgroups_corrected,
+                "subgroups_validated": ev.subgroups_validated,
                 "holdout": {
                     "challenger": built.challenger_holdout,
                     "champion": gate.champion_holdout,
                 },
                 "instability": ev.instability(),
                 "tuning": ev.tuned,
-                "bootstrap_tuning_choices": ev.tuning_choices,
-                "n_bootstrap": ev.n_bootstrap,
+                "fold_tuning_choices": ev.tuning_choices,
+                "cv_folds": ev.n_folds,
+                "cv_repeats": ev.n_repeats,
                 "gate": decision.as_dict(),
                 "data": data.summary(),
                 "bundle_sha256": logged.sha256,
