@@ -37,6 +37,7 @@ from training.metrics import (
     cumulative_incidence,
     ici_and_slope_cr,
 )
+from training.model_factory import member_candidates
 from training.tune import N_CAUSES, fit_forests, patient_folds, tune
 
 FOREST = "forest"
@@ -109,6 +110,7 @@ def fit_all(
     """
     registered, tuned = fit_registered(X, y, groups, config, seed, engine, n_jobs)
     models: dict[str, dict[str, Any]] = {REGISTERED: registered}
+    models.update(member_candidates(registered))  # an ensemble's members, at no extra fit
     for bi, name in enumerate(config.baselines.models):
         models[name] = {}
         for ei, e in enumerate(ENDPOINTS):
