@@ -93,7 +93,7 @@ def store(tmp_path_factory):
     """A store whose first model was trained the way `make up` trains it."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
-    info = ensure_champion(uri, progress=False)
+    info = ensure_champion(uri, progress=False, config="quick")
     return {"uri": uri, "root": root, "first": info}
 
 
@@ -125,7 +125,7 @@ def test_make_up_model_passes_the_absolute_limits(store):
         assert run.data.metrics[f"validated/{e}/ici_24m"] <= rule.max_ici
     assert int(get_alias(client, MODEL, "champion").version) == 1
     # a second call finds the champion and trains nothing
-    again = ensure_champion(store["uri"], progress=False)
+    again = ensure_champion(store["uri"], progress=False, config="quick")
     assert not again.trained and again.version == 1
 
 

@@ -436,9 +436,18 @@ class Evaluation:
 
 
 def evaluate(
-    dev: Cohort, config: TrainConfig, engine: Engine | None = None, n_jobs: int = 1
+    dev: Cohort,
+    config: TrainConfig,
+    engine: Engine | None = None,
+    n_jobs: int = 1,
+    interval_metrics: tuple[str, ...] = INTERVAL_METRICS,
+    interval_horizons: tuple[float, ...] | None = None,
 ) -> Evaluation:
-    """Fit the final models on ``dev`` and validate them by repeated K-fold CV."""
+    """Fit the final models on ``dev`` and validate them by repeated K-fold CV.
+
+    ``interval_metrics`` / ``interval_horizons`` (None: all evaluated horizons) limit the
+    intervals computed; the job computes them all, a benchmark only those it checks.
+    """
     engine = engine or LocalEngine(1, progress=False)
     X = dev.X.reset_index(drop=True)
     n = X.shape[0]
@@ -480,12 +489,15 @@ def evaluate(
     ]
     sub_val = {k: _nanmean([p.get(k, np.nan) for p in per_repeat]) for k in sub_app}
     interval_sd: dict[str, float] = {}
+    wanted = horizons if interval_horizons is None else np.asarray(interval_horizons, float)
+    columns = [list(horizons).index(h) for h in wanted]
     intervals = bootstrap_intervals(
         dev.y,
-        oof[REGISTERED],
-        horizons,
+        {e: r[:, :, columns] for e, r in oof[REGISTERED].items()},
+        wanted,
         config.evaluation.n_interval_bootstrap,
         task_seed(config.seed, INTERVAL_SEED_TAG),
+        metrics=tuple(interval_metrics),
         engine=engine,
         sd_out=interval_sd,
     )

@@ -75,7 +75,8 @@ TRIPOD_AI: tuple[TripodItem, ...] = (
         "12",
         "Analytical methods: model, tuning, internal validation",
         "met",
-        "competing-risks forest; CV tuning; bootstrap optimism correction; hold-out",
+        "registered model (forest or ensemble); repeated K-fold cross-validation, tuning "
+        "nested in each fold, 95 % bootstrap intervals; hold-out",
     ),
     TripodItem(
         "14",

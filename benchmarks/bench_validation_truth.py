@@ -1,0 +1,238 @@
+"""Do the validated figures tell the truth? (issue 9 part 3)
+
+For each (n, seed): draw a synthetic cohort of n patients (modern mix), run the training job's
+own evaluation (``training.evaluate.evaluate`` on the development rows, exactly as
+``reirrad train`` does: no extra patients, no true risks), then score the registered model
+on a fresh cohort of 20,000 patients of the same mix (the "real" figure). One CSV row per
+run and endpoint, appended as soon as the run ends, so the benchmark resumes where it
+stopped; ``--summary`` prints the table for RESULTS.md.
+
+    nice -n 10 python benchmarks/bench_validation_truth.py --n 600 --seeds 20
+    python benchmarks/bench_validation_truth.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.config import ENDPOINTS, EVENT_OF_INTEREST
+from features.synthetic import simulate_cohort
+from training.config import TrainConfig, load_config
+from training.data import Cohort, synthetic_training_data
+from training.engine import LocalEngine
+from training.evaluate import REGISTERED, evaluate
+from training.metrics import auc_cr, brier_cr
+
+OUT = Path(__file__).resolve().parent / "results" / "validation_truth.csv"
+MIX = {"twice_daily_share": 0.2}
+TEST_N = 20_000
+TEST_SEED = 987_654
+SEED_BASE = 1_000
+HORIZON = 24.0
+FIELDS = (
+    "preset",
+    "n",
+    "seed",
+    "endpoint",
+    "n_dev",
+    "events_24m",
+    "auc_validated",
+    "auc_lo",
+    "auc_hi",
+    "auc_real",
+    "auc_se",
+    "auc_repeat_sd",
+    "auc_apparent",
+    "brier_validated",
+    "brier_lo",
+    "brier_hi",
+    "brier_real",
+    "brier_se",
+    "seconds",
+)
+TARGET_MEAN_AUC, TARGET_MEAN_BRIER = 0.01, 0.003
+TARGET_COVERAGE, TARGET_WIDTH_600 = 0.90, 0.15
+TARGET_WORST_AUC, TARGET_WORST_BRIER = 0.06, 0.02
+
+
+def bench_config(preset: str, workers: int) -> TrainConfig:
+    """The preset, without baselines (only the registered model is compared with the truth)."""
+    cfg = load_config(preset)
+    return cfg.model_copy(
+        update={
+            "baselines": cfg.baselines.model_copy(update={"models": ()}),
+            "n_workers": workers,
+            "fit_n_jobs": workers,
+        }
+    )
+
+
+_TEST: dict[str, Cohort] = {}
+
+
+def test_cohort() -> Cohort:
+    """The fresh cohort of the same mix (built once per process)."""
+    if "c" not in _TEST:
+        from features.schema import validated_frame
+
+        df = validated_frame(simulate_cohort(TEST_N, seed=TEST_SEED, **MIX), require_outcomes=True)
+        _TEST["c"] = Cohort.from_records(df)
+    return _TEST["c"]
+
+
+def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
+    started = time.perf_counter()
+    cfg = cfg.with_seed(SEED_BASE + seed)
+    data = synthetic_training_data(
+        n, SEED_BASE + seed, cfg.holdout.salt, cfg.holdout.fraction, cfg.min_rows, **MIX
+    )
+    dev = data.development
+    ev = evaluate(
+        dev,
+        cfg,
+        LocalEngine(workers, progress=False),
+        n_jobs=workers,
+        interval_metrics=("auc", "brier"),
+        interval_horizons=(HORIZON,),
+    )
+    test = test_cohort()
+    rows = []
+    for e in ENDPOINTS:
+        model = ev.models[REGISTERED][e]
+        risk = np.clip(model.predict_cif(test.X, [HORIZON])[:, EVENT_OF_INTEREST - 1, 0], 0, 1)
+        yt = test.y[e]
+        auc, auc_lo, auc_hi = ev.registered(e, "auc_24m")
+        brier, brier_lo, brier_hi = ev.registered(e, "brier_24m")
+        rows.append(
+            {
+                "preset": cfg.name,
+                "n": n,
+                "seed": seed,
+                "endpoint": e,
+                "n_dev": len(dev),
+                "events_24m": int(ev.counts[f"{e}/events_24m"]),
+                "auc_validated": auc,
+                "auc_lo": auc_lo,
+                "auc_hi": auc_hi,
+                "auc_real": auc_cr(yt["time"], yt["event"], risk, EVENT_OF_INTEREST, HORIZON),
+                "auc_se": ev.interval_sd[f"{e}/auc_24m"],
+                "auc_repeat_sd": repeat_sd(ev, e, dev.y[e]),
+                "brier_se": ev.interval_sd[f"{e}/brier_24m"],
+                "auc_apparent": ev.apparent[f"{REGISTERED}/{e}/auc_24m"],
+                "brier_validated": brier,
+                "brier_lo": brier_lo,
+                "brier_hi": brier_hi,
+                "brier_real": brier_cr(yt["time"], yt["event"], risk, EVENT_OF_INTEREST, HORIZON),
+                "seconds": 0.0,
+            }
+        )
+    for r in rows:
+        r["seconds"] = round(time.perf_counter() - started, 1)
+    return rows
+
+
+def repeat_sd(ev, endpoint: str, y: np.ndarray) -> float:
+    """SD over repeats of the pooled out-of-fold AUC (NaN with one repeat)."""
+    oof = ev.oof_risks[REGISTERED][endpoint]
+    j = list(ev.horizons).index(HORIZON)
+    vals = [auc_cr(y["time"], y["event"], r[:, j], EVENT_OF_INTEREST, HORIZON) for r in oof]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+
+
+def done_runs(path: Path) -> set[tuple[str, int, int]]:
+    if not path.exists():
+        return set()
+    df = pd.read_csv(path)
+    return {(str(p), int(n), int(s)) for p, n, s in zip(df.preset, df.n, df.seed, strict=True)}
+
+
+def append(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def summary(path: Path) -> pd.DataFrame:
+    """Per preset, n and endpoint: mean difference, coverage, width, worst run."""
+    df = pd.read_csv(path)
+    out = []
+    for (preset, n, e), g in df.groupby(["preset", "n", "endpoint"]):
+        d_auc = g.auc_validated - g.auc_real
+        d_brier = g.brier_validated - g.brier_real
+        out.append(
+            {
+                "preset": preset,
+                "n": n,
+                "endpoint": e,
+                "runs": len(g),
+                "events_24m": g.events_24m.mean(),
+                "auc_validated": g.auc_validated.mean(),
+                "auc_real": g.auc_real.mean(),
+                "auc_apparent": g.auc_apparent.mean(),
+                "auc_mean_diff": d_auc.mean(),
+                "auc_worst": d_auc.abs().max(),
+                "auc_coverage": ((g.auc_lo <= g.auc_real) & (g.auc_real <= g.auc_hi)).mean(),
+                "auc_width": (g.auc_hi - g.auc_lo).mean(),
+                "brier_validated": g.brier_validated.mean(),
+                "brier_real": g.brier_real.mean(),
+                "brier_mean_diff": d_brier.mean(),
+                "brier_worst": d_brier.abs().max(),
+                "brier_coverage": (
+                    (g.brier_lo <= g.brier_real) & (g.brier_real <= g.brier_hi)
+                ).mean(),
+                "brier_width": (g.brier_hi - g.brier_lo).mean(),
+                "seconds": g.seconds.mean(),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[600])
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--summary", action="store_true")
+    args = ap.parse_args()
+    if args.summary:
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(summary(args.out).round(4).to_string(index=False))
+        return
+    cfg = bench_config(args.preset, args.workers)
+    done = done_runs(args.out)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for n in args.n:
+            if (cfg.name, n, seed) in done:
+                continue
+            rows = one_run(n, seed, cfg, args.workers)
+            append(args.out, rows)
+            print(
+                f"n={n} seed={seed} "
+                + " ".join(
+                    f"{r['endpoint'][:8]}: AUC {r['auc_validated']:.3f} "
+                    f"[{r['auc_lo']:.3f},{r['auc_hi']:.3f}] real {r['auc_real']:.3f}"
+                    for r in rows
+                )
+                + f" ({rows[0]['seconds']:.0f} s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
