@@ -16,7 +16,8 @@ TreeSHAP (the kernel the report used before), on the same patients.
 
 Rerun::
 
-    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/bench_shapley.py --n 2000
+    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/bench_shapley.py --n 2000 \
+        --patients 10 --repeats 10 --background-sizes 100,50,25
 
 Writes ``benchmarks/results/shapley.json``.
 """
@@ -149,6 +150,9 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--kinds", default="forest,ensemble")
+    ap.add_argument(
+        "--background-sizes", default=str(DEFAULT_BACKGROUND_SIZE), help="K values, e.g. 100,50"
+    )
     args = ap.parse_args()
     records = validated_frame(simulate_cohort(args.n, seed=TRAIN_SEED), require_outcomes=True)
     X = build_features(records)
@@ -167,6 +171,7 @@ def main() -> None:
         },
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    sizes = [int(k) for k in args.background_sizes.split(",")]
     for kind in args.kinds.split(","):
         t0 = time.perf_counter()
         bundle = fit_bundle(kind, records, X)
@@ -175,6 +180,11 @@ def main() -> None:
         res["fit_s"] = fit_s
         if kind == "forest":
             res["reference_path_dependent_features"] = reference(bundle, patients, args.repeats)
+        for k in sizes:  # the same models against smaller background samples
+            if k == DEFAULT_BACKGROUND_SIZE:
+                continue
+            bundle.background = background_inputs(records, k, seed=TRAIN_SEED)
+            res[f"background_{k}"] = measure(kind, bundle, patients, args.repeats)
         if kind == "ensemble":
             res["weights_cause1"] = {
                 e: dict(

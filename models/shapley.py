@@ -566,6 +566,54 @@ def _interventional_players(
             npar = n_parents[f]
             full = (1 << npar) - 1
             x_left = table[0, f, full] <= thr  # the patient's own value
+            if npar == 1:  # one parent player (most features): three word operations
+                bit = np.int64(1) << parents[f, 0]
+                x_child = left[node] if x_left else right[node]
+                b_child = right[node] if x_left else left[node]
+                if mx & bit:
+                    s_node[top] = x_child
+                    top += 1  # same state, same rows
+                    continue
+                any_agree = False
+                any_differ = False
+                for k in range(n_words):
+                    bl = bg_left[node, k] & cur[k]
+                    agree = bl if x_left else cur[k] & ~bl
+                    both[k] = agree
+                    some[k] = cur[k] & ~agree
+                    if agree:
+                        any_agree = True
+                    if some[k]:
+                        any_differ = True
+                if any_agree:  # rows going the patient's way keep the state
+                    s_node[top] = x_child
+                    s_mx[top] = mx
+                    s_mb[top] = mb
+                    for k in range(n_words):
+                        s_rows[top, k] = both[k]
+                    top += 1
+                if any_differ:
+                    if mb & bit:  # the player is out: these rows go their own way
+                        s_node[top] = b_child
+                        s_mx[top] = mx
+                        s_mb[top] = mb
+                        for k in range(n_words):
+                            s_rows[top, k] = some[k]
+                        top += 1
+                    else:  # the player decides: in, the patient's way; out, the rows' way
+                        s_node[top] = x_child
+                        s_mx[top] = mx | bit
+                        s_mb[top] = mb
+                        for k in range(n_words):
+                            s_rows[top, k] = some[k]
+                        top += 1
+                        s_node[top] = b_child
+                        s_mx[top] = mx
+                        s_mb[top] = mb | bit
+                        for k in range(n_words):
+                            s_rows[top, k] = some[k]
+                        top += 1
+                continue
             n_cons = 0
             for m in range(1 << npar):
                 ok = True
