@@ -81,8 +81,12 @@ def as_kernel_input(X32: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(X32, dtype=np.float32), dtype=np.float64)
 
 
+_CPUS = os.cpu_count() or 1
+"""Read once: ``os.cpu_count()`` cost ~0.1 ms per call here, a tenth of a one-patient call."""
+
+
 def _thread_count(n_rows: int, n_jobs: int | None) -> int:
-    cpus = os.cpu_count() or 1
+    cpus = _CPUS
     want = cpus if n_jobs is None or n_jobs < 0 else max(int(n_jobs), 1)
     return max(1, min(want, cpus, n_rows // ROWS_PER_THREAD))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -220,3 +221,20 @@ def test_flat_prediction_survives_pickling_and_matches_tree_by_tree(forest, data
     np.testing.assert_array_equal(
         loaded.predict_cif_per_tree(X[:5]), forest.predict_cif_per_tree(X[:5])
     )
+
+
+def test_dataframe_short_path_checks_like_scikit_learn(forest, data):
+    X, _ = data
+    Xs = X.iloc[:7]
+    with warnings.catch_warnings():  # an array has no feature names: scikit-learn's path
+        warnings.simplefilter("ignore", UserWarning)
+        full_check = forest.predict_cif(Xs.to_numpy(dtype=np.float32))
+    np.testing.assert_array_equal(forest.predict_cif(Xs), full_check)
+    bad = Xs.copy()
+    bad.iloc[2, 1] = np.nan
+    with pytest.raises(ValueError):
+        forest.predict_cif(bad)
+    with pytest.raises(ValueError):  # columns in another order: scikit-learn's name check
+        forest.predict_cif(Xs[list(X.columns[::-1])])
+    with pytest.raises(ValueError):
+        forest.predict_cif(Xs.iloc[:0])
