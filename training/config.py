@@ -121,7 +121,7 @@ class GateConfig(_Strict):
     endpoints: tuple[str, ...] = ENDPOINTS
     min_auc: float = Field(0.60, ge=0.0, le=1.0)
     max_ici: float = Field(0.08, gt=0.0, le=1.0)
-    auc_margin: float = Field(0.05, ge=0.0, le=1.0)
+    auc_margin: float = Field(0.10, ge=0.0, le=1.0)
     """Non-inferiority margin: the hold-out AUC difference's 95 % lower bound must exceed
     minus this."""
     brier_margin: float = Field(0.01, ge=0.0, le=1.0)
