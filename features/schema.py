@@ -163,6 +163,11 @@ def _is_empty(value: object) -> bool:
 
 def _clean_cell(value: object) -> object:
     """Empty cells become None; numpy scalars become Python scalars for pydantic."""
+    kind = type(value)
+    if kind is str:  # the common case (a CSV's text), first: batch scoring reads millions
+        return value if value.strip() else None
+    if kind is float:
+        return None if value != value else value  # NaN is empty
     if _is_empty(value):
         return None
     if hasattr(value, "item") and not isinstance(value, str):

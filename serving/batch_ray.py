@@ -10,6 +10,7 @@ when the object store fills.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ class ChunkScorer:
         import ray
 
         self.bundle = ray.get(bundle_ref[0])
+        gc.freeze()  # as the local command: keep the bundle out of the collector's scans
         self.horizons = horizons
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ SQLAlchemy) happen inside the commands, so that ``reirrad --help`` starts at onc
 from __future__ import annotations
 
 import dataclasses
+import gc
 import getpass
 import json
 import os
@@ -390,6 +391,7 @@ def score(
     settings = cli_settings(bundle, bundle_sha256, tracking_uri, model_name, alias, audit_db)
     trail = open_audit(settings) if audit else None
     model = load_model(settings)
+    gc.freeze()  # the bundle's many objects out of the collector's way: chunks allocate a lot
     wanted = _parse_horizons(horizons)
     raise typer.Exit(score_streaming(input_path, output_path, model, wanted, trail, strict,
                                      ray_address, chunk_rows))
@@ -405,9 +407,9 @@ def _chunk_auditor(trail: AuditTrail, model, input_path: Path):
     ref = model_ref(model).model_dump()
     input_mac = trail.input_mac_file(input_path)
 
-    def audit_chunk(index: int, keys: list[str], outputs: list[dict],
+    def audit_chunk(index: int, keys: list[str], outputs: dict,
                     summary: dict | None) -> None:
-        body: dict[str, object] = {"results": outputs, "chunk": index}
+        body: dict[str, object] = {**outputs, "chunk": index}
         if summary is not None:
             body["summary"] = summary
         record = AuditRecord(

@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from features.config import ENDPOINTS
 from features.schema import INPUT_COLUMNS
 from features.synthetic import simulate_cohort
 from serving.batch import EXIT_INVALID, EXIT_OK, EXIT_REJECTED
@@ -161,6 +162,10 @@ def test_one_audit_record_per_chunk_committed_with_a_summary(app, bundle_path, e
     assert records[-1]["outputs"]["summary"] == {"scored": N - len(BAD),
                                                  "rejected": len(BAD), "chunks": 3}
     assert len({r["input_mac"] for r in records}) == 1
+    table, first = read_csv(out), records[0]["outputs"]
+    e = ENDPOINTS[0]
+    recorded = [float(x) for x in first["risks"][e]["upper"].split(",")]
+    assert recorded[1::4] == table[f"{e}_12m_upper"].tolist()[: len(first["n_assumed"])]
     assert "P0" not in str(records) and cohort().loc[0, "patient_id"] not in str(records)
     assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
 
@@ -245,6 +250,7 @@ def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, 
             )
         n_bad = 3 if fmt == "csv" else 2
         assert len(outputs["local", fmt][0]) == 60 - n_bad
+        assert len(outputs["ray", fmt][0]) == 60 - n_bad, outputs["ray", fmt][1][:2000]
         assert outputs["local", fmt][1].count("\n") == 1 + n_bad
         pd.testing.assert_frame_equal(outputs["local", fmt][0], outputs["ray", fmt][0],
                                       check_exact=True)
