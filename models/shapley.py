@@ -1243,11 +1243,12 @@ class BundleExplainer:
             }
         return self._feature_explainers
 
-    def explain(self, patients, check: bool = True) -> dict[str, Explanation]:
-        """Both endpoints' explanations; the endpoints run in parallel threads.
+    def explain(self, patients, check: bool = True, endpoints=None) -> dict[str, Explanation]:
+        """Each endpoint's explanation (all by default); endpoints run in parallel threads.
 
         ``patients``: validated inputs (a DataFrame with the input columns, or a list of
         :class:`features.schema.PatientInput`), or a DataFrame of model features.
+        ``endpoints``: only these (``/explain`` asks for one).
         """
         if self.input_explainers is not None and _has_inputs(patients, self.players):
             explainers = self.input_explainers
@@ -1267,6 +1268,13 @@ class BundleExplainer:
             else:
                 rows = self.bundle.features_from_inputs(list(patients))
             explainers = self._features_level()
+        if endpoints is not None:
+            unknown = [e for e in endpoints if e not in explainers]
+            if unknown:
+                raise ValueError(f"unknown endpoint(s) {unknown}")
+            explainers = {e: explainers[e] for e in endpoints}
+        if len(explainers) == 1:
+            return {e: ex.explain(rows, check) for e, ex in explainers.items()}
         with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
             futures = {e: pool.submit(ex.explain, rows, check) for e, ex in explainers.items()}
             return {e: f.result() for e, f in futures.items()}

@@ -44,7 +44,7 @@ def explain_patient(
     h = check_horizons(bundle, horizons)
     X = bundle.features_from_inputs([patient])
     served = bundle.predict_cif_features(X, h)[endpoint][0]
-    exp = explainer.explain([patient])[endpoint].grouped()
+    exp = explainer.explain([patient], endpoints=[endpoint])[endpoint].grouped()
     out = []
     for j, months in enumerate(h):
         base, phi, _ = exp.at(months)
