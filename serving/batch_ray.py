@@ -45,11 +45,21 @@ class ChunkScorer:
         self.horizons = horizons
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = batch[ROW_COL].to_numpy()
-        if MALFORMED_COL in batch.columns:
-            out = rejected_lines(batch[MALFORMED_COL].tolist(), self.horizons)
-        else:
-            out = score_chunk(self.bundle, batch.drop(columns=[ROW_COL]), self.horizons)
+        # Ray Data unifies the blocks' columns (every block may carry an empty _malformed)
+        # and may hand the last chunk and the malformed lines' block over together
+        malformed = batch.get(MALFORMED_COL)
+        bad = (malformed.notna() if malformed is not None
+               else pd.Series(False, index=batch.index)).to_numpy()
+        frame = batch.loc[~bad].drop(columns=[c for c in (ROW_COL, MALFORMED_COL) if c in batch])
+        parts, rows = [], []
+        if (~bad).any():
+            parts.append(score_chunk(self.bundle, frame, self.horizons))
+            rows.append(batch.loc[~bad, ROW_COL].to_numpy())
+        if bad.any():
+            parts.append(rejected_lines(malformed[bad].tolist(), self.horizons))
+            rows.append(batch.loc[bad, ROW_COL].to_numpy())
+        out = pd.concat(parts, ignore_index=True)
+        rows = np.concatenate(rows)
         out[ROW_COL] = rows
         return out
 
@@ -118,6 +128,16 @@ def read_blocks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
                             MALFORMED_COL: [m.reason for m in reader.malformed]})
 
 
+def _plain(batch: pd.DataFrame) -> pd.DataFrame:
+    """Text columns back as Python objects with None for missing (Ray Data may hand back
+    nullable string columns holding pd.NA), so the driver sees what a local run gives it."""
+    for c in batch.columns:
+        if not pd.api.types.is_float_dtype(batch[c]) and not pd.api.types.is_bool_dtype(batch[c]):
+            col = batch[c].astype(object)
+            batch[c] = col.where(col.notna(), None)
+    return batch
+
+
 def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
                 workers: int | None = None) -> ResultsFn:
     """A ``results`` function for :func:`serving.batch.run_batch` that scores on Ray Data
@@ -142,7 +162,7 @@ def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             rows = batch.pop(ROW_COL).to_numpy()
-            yield batch, rows
+            yield _plain(batch), rows
         reader.malformed.clear()  # they came through the last block
 
     return results

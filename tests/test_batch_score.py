@@ -223,7 +223,6 @@ def test_suffixes_header_and_horizons_are_checked_before_any_work(app, bundle_pa
 
 # ------------------------------------------------------------------------------- Ray
 @pytest.mark.e2e
-@pytest.mark.skip(reason="the Ray path is being fixed (batch helper, issue 12 part 1)")
 def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, env,
                                                               ray_cluster):  # noqa: F811
     """On a real local cluster (`ray start --head`, with a token of its own: the training
