@@ -16,6 +16,7 @@ from training.tune import grid_points, patient_folds
 
 def test_presets_load_and_differ():
     quick, release = (load_config(p) for p in PRESETS)
+    assert release.model.kind == "ensemble"  # issue 10: the job registers the ensemble
     assert release.forest.n_estimators >= 200
     assert quick.forest.n_estimators < release.forest.n_estimators
     assert quick.evaluation.cv_repeats <= release.evaluation.cv_repeats
