@@ -17,7 +17,6 @@ from serving.batch import EXIT_INVALID, EXIT_OK, EXIT_REJECTED
 from serving.cli import register, scores_table
 from serving.scoring import score_records
 from tests.bundle_factory import small_bundle
-from tests.test_training_job import ray_cluster  # noqa: F401  (the shared Ray fixture)
 
 runner = CliRunner()
 N = 40
@@ -224,7 +223,7 @@ def test_suffixes_header_and_horizons_are_checked_before_any_work(app, bundle_pa
 # ------------------------------------------------------------------------------- Ray
 @pytest.mark.e2e
 def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, env,
-                                                              ray_cluster):  # noqa: F811
+                                                              ray_cluster):
     """On a real local cluster (`ray start --head`, with a token of its own: the training
     tests' fixture), reached by its address as a hospital's cluster would be."""
     df = cohort(60, seed=5)

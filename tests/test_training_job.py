@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -341,89 +339,7 @@ def test_bad_data_file_is_refused_and_nothing_is_logged(store, tmp_path):
 
 
 # ------------------------------------------------------------------------------- Ray
-RAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_ray(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray head node (`ray start --head --block`), stopped by its process group."""
-    port = _free_port()
-    temp_dir = tmp_path_factory.mktemp("ray")
-    cmd = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        "--block",
-        f"--port={port}",
-        "--num-cpus=2",
-        "--node-ip-address=127.0.0.1",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]
-    # Ray >= 2.59 turns token authentication on for local clusters and keeps the token in
-    # ~/.ray/auth_token; give this cluster and this process their own token instead, so the
-    # test does not depend on what an earlier `ray.init()` left in the home directory.
-    token_file = temp_dir / "auth_token"
-    token_file.write_text(secrets.token_hex(32))
-    saved = {k: os.environ.get(k) for k in RAY_AUTH_ENV}
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)})
-    proc = _start_ray(cmd)
-    restarts_left = 1
-    address = f"127.0.0.1:{port}"
-    try:
-        import ray
-
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                # A loaded host can time out Ray's start-up once: try once more, then fail
-                # (a skipped Ray test would hide a broken Ray path).
-                output = proc.stdout.read()[-800:]
-                if restarts_left == 0:
-                    pytest.fail(f"the local Ray cluster did not start: {output}")
-                restarts_left -= 1
-                proc = _start_ray(cmd)
-                continue
-            try:
-                ray.init(address=address, log_to_driver=False)
-                ray.shutdown()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(3)
-        yield address
-    finally:
-        import signal
-
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+# the `ray_cluster` fixture (one real local cluster per test session) is in tests/conftest.py
 
 
 @pytest.mark.e2e
