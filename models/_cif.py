@@ -45,6 +45,29 @@ def grid_indices(
     return idx, e_grid.astype(np.int64)
 
 
+def prepare_grid_outcome(model, n_rows: int, y) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check ``y`` against ``n_rows``, discretise it onto the model's grid and set the fitted
+    ``event_times_`` and ``n_causes_`` (from ``model.n_causes`` or the largest event code).
+
+    One place for what every grid estimator's ``fit`` starts with (forest, ensemble,
+    baselines), so that they refuse the same outcomes with the same messages.
+    Returns (time_idx, event, n_causes).
+    """
+    event, time = check_survival_y(y)
+    if event.shape[0] != n_rows:
+        raise ValueError("X and y have different numbers of rows")
+    grid = TimeGrid(model.time_grid_max, model.time_grid_step)
+    time_idx, event = grid_indices(grid, time, event)
+    model.event_times_ = grid.points
+    k = int(model.n_causes) if model.n_causes is not None else max(int(event.max()), 1)
+    if event.max() > k:
+        raise ValueError(f"event codes above n_causes={k}")
+    if not 1 <= model.cause <= k:
+        raise ValueError(f"cause={model.cause} not among the causes 1..{k}")
+    model.n_causes_ = k
+    return time_idx, event, k
+
+
 def aalen_johansen_grid(
     time_idx: np.ndarray,
     event: np.ndarray,

@@ -23,14 +23,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS, GTV_LARGE_CM3, TTR_SHORT_MONTHS
-from features.timegrid import TimeGrid
 from models._cif import (
     GridCIFMixin,
     aalen_johansen_grid,
     breslow_increments,
-    check_survival_y,
     cif_from_cumulative_hazard_increments,
-    grid_indices,
+    prepare_grid_outcome,
 )
 
 COX_RIDGE_ALPHA = 0.1
@@ -47,23 +45,6 @@ MAX_N_JOBS = 2
 """The project's machines share 2 cores."""
 
 
-def _prepare(model, n_rows: int, y) -> tuple[np.ndarray, np.ndarray, int]:
-    """Discretise y onto the model's grid; set ``n_causes_`` and ``event_times_``."""
-    event, time = check_survival_y(y)
-    if event.shape[0] != n_rows:
-        raise ValueError("X and y have different numbers of rows")
-    grid = TimeGrid(model.time_grid_max, model.time_grid_step)
-    time_idx, event = grid_indices(grid, time, event)
-    model.event_times_ = grid.points
-    k = int(model.n_causes) if model.n_causes is not None else max(int(event.max()), 1)
-    if event.max() > k:
-        raise ValueError(f"event codes above n_causes={k}")
-    if not 1 <= model.cause <= k:
-        raise ValueError(f"cause={model.cause} not among the causes 1..{k}")
-    model.n_causes_ = k
-    return time_idx, event, k
-
-
 class _CauseSpecificHazards(GridCIFMixin, BaseEstimator):
     """Shared fit/predict: one relative-risk model per cause + Breslow baseline on the grid."""
 
@@ -76,7 +57,7 @@ class _CauseSpecificHazards(GridCIFMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit one model per cause (other causes censored) and its Breslow baseline hazard."""
         Xv = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        time_idx, event, k = _prepare(self, Xv.shape[0], y)
+        time_idx, event, k = prepare_grid_outcome(self, Xv.shape[0], y)
         n_grid = self.event_times_.size
         self.models_, self.baseline_increments_ = [], np.zeros((k, n_grid))
         for cause in range(1, k + 1):
@@ -298,7 +279,7 @@ class PublishedRule(GridCIFMixin, BaseEstimator):
     def fit(self, X, y):
         """Estimate each risk group's Aalen-Johansen CIFs on the grid."""
         groups = self.risk_group(X)
-        time_idx, event, k = _prepare(self, groups.shape[0], y)
+        time_idx, event, k = prepare_grid_outcome(self, groups.shape[0], y)
         n_grid = self.event_times_.size
         cif = aalen_johansen_grid(time_idx, event, k, n_grid, groups=groups, n_groups=self.N_GROUPS)
         overall = aalen_johansen_grid(time_idx, event, k, n_grid)[0]

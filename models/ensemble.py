@@ -27,8 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS
-from features.timegrid import TimeGrid
-from models._cif import GridCIFMixin, check_survival_y, grid_indices
+from models._cif import GridCIFMixin, prepare_grid_outcome
 from models.baselines import COX_RIDGE_ALPHA, CauseSpecificCox, CauseSpecificXGB
 from models.forest import DEFAULT_N_ESTIMATORS, CompetingRiskForest
 
@@ -189,22 +188,12 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
     def fit(self, X, y) -> CompetingRiskEnsemble:
         """Out-of-fold CIFs of every member, weights per cause, then every member on all data."""
         Xv = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        event_raw, time = check_survival_y(y)
-        if event_raw.shape[0] != Xv.shape[0]:
-            raise ValueError("X and y have different numbers of rows")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}")
         if not isinstance(self.cv, Integral) or self.cv < 2:
             raise ValueError("cv must be an integer >= 2")
-        grid = TimeGrid(self.time_grid_max, self.time_grid_step)
-        time_idx, event = grid_indices(grid, time, event_raw)
-        self.event_times_ = grid.points
-        k = int(self.n_causes) if self.n_causes is not None else max(int(event.max()), 1)
-        if event.max() > k:
-            raise ValueError(f"event codes above n_causes={k}")
-        if not 1 <= self.cause <= k:
-            raise ValueError(f"cause={self.cause} not among the causes 1..{k}")
-        self.n_causes_ = k
+        time_idx, event, k = prepare_grid_outcome(self, Xv.shape[0], y)
+        grid = self.grid_
 
         rng = check_random_state(self.random_state)
         fold_seed, member_seed = (int(s) for s in rng.randint(SEED_UPPER, size=2))

@@ -18,13 +18,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS
-from features.timegrid import TimeGrid
 from models._binning import fit_bin_edges, to_codes
 from models._cif import (
     GridCIFMixin,
     aalen_johansen_grid,
-    check_survival_y,
-    grid_indices,
+    prepare_grid_outcome,
     step_on_grid,
 )
 from models._flat_forest import FlatForest, apply_all, flatten_trees, oob_sums, predict_mean
@@ -164,19 +162,7 @@ class CompetingRiskForest(GridCIFMixin, BaseEstimator):
         """Grow the trees and estimate their leaves. ``y``: structured (event, time)."""
         X32 = validate_data(self, X, dtype=np.float32, ensure_min_samples=2)
         X32 = np.ascontiguousarray(X32)
-        event, time = check_survival_y(y)
-        if event.shape[0] != X32.shape[0]:
-            raise ValueError("X and y have different numbers of rows")
-        grid = TimeGrid(self.time_grid_max, self.time_grid_step)
-        time_idx, event = grid_indices(grid, time, event)
-        self.event_times_ = grid.points
-        self.n_causes_ = (
-            int(self.n_causes) if self.n_causes is not None else max(int(event.max()), 1)
-        )
-        if event.max() > self.n_causes_:
-            raise ValueError(f"event codes above n_causes={self.n_causes_}")
-        if not 1 <= self.cause <= self.n_causes_:
-            raise ValueError(f"cause={self.cause} not among the causes 1..{self.n_causes_}")
+        time_idx, event, _ = prepare_grid_outcome(self, X32.shape[0], y)
         if not isinstance(self.n_estimators, Integral) or self.n_estimators < 1:
             raise ValueError("n_estimators must be a positive integer")
 
