@@ -503,6 +503,23 @@ def _fit_cloglog_glm(
     return (params, True) if ok else (nan, False)
 
 
+def _smoothed_observed(pseudo: np.ndarray, risk: np.ndarray) -> np.ndarray:
+    """The calibration curve at each patient's predicted risk: lowess of the pseudo-observations
+    on the risk (span ``LOWESS_FRAC``, local linear, ``it=0``: pseudo-values are not outliers to
+    down-weight, they are the data)."""
+    span = float(risk.max() - risk.min())
+    if not span > 0:  # one predicted value: the curve is a single point at the mean pseudo-value
+        return np.full_like(risk, pseudo.mean())
+    return lowess(
+        pseudo,
+        risk,
+        frac=LOWESS_FRAC,
+        it=0,
+        delta=LOWESS_DELTA_FRACTION * span,
+        return_sorted=False,
+    )
+
+
 def calibration_cr(
     time: np.ndarray, event: np.ndarray, risk: np.ndarray, cause: int, horizon: float
 ) -> CalibrationResult:
@@ -519,18 +536,7 @@ def calibration_cr(
     horizon = _check_horizon(horizon)
     pseudo = pseudo_observations(time, event, cause, horizon)
 
-    span = float(risk.max() - risk.min())
-    if span > 0:
-        smoothed = lowess(
-            pseudo,
-            risk,
-            frac=LOWESS_FRAC,
-            it=0,
-            delta=LOWESS_DELTA_FRACTION * span,
-            return_sorted=False,
-        )
-    else:  # one predicted value: the curve is a single point at the mean pseudo-value
-        smoothed = np.full_like(risk, pseudo.mean())
+    smoothed = _smoothed_observed(pseudo, risk)
     abs_err = np.abs(smoothed - risk)
 
     order = np.argsort(risk, kind="mergesort")
@@ -567,18 +573,7 @@ def ici_and_slope_cr(
     risk = _check_risk(risk, time.shape[0], probability=True)
     horizon = _check_horizon(horizon)
     pseudo = pseudo_observations(time, event, cause, horizon)
-    span = float(risk.max() - risk.min())
-    if span > 0:
-        smoothed = lowess(
-            pseudo,
-            risk,
-            frac=LOWESS_FRAC,
-            it=0,
-            delta=LOWESS_DELTA_FRACTION * span,
-            return_sorted=False,
-        )
-    else:
-        smoothed = np.full_like(risk, pseudo.mean())
+    smoothed = _smoothed_observed(pseudo, risk)
     params, _ = _fit_cloglog_glm(pseudo, _cloglog(risk), free_slope=True)
     return float(np.mean(np.abs(smoothed - risk))), float(params[1])
 
