@@ -227,7 +227,30 @@ def _temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-class ResultWriter:
+class _PublishedBeside:
+    """A file written to a temporary name beside ``self.path``: ``commit`` publishes it
+    atomically (``os.replace``), ``discard`` removes it. Subclasses set ``path`` and ``tmp``
+    and flush and close their handles in ``_close``."""
+
+    path: Path
+    tmp: Path
+
+    def _close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        self._close()
+        os.chmod(self.tmp, PUBLISHED_MODE)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self._close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class ResultWriter(_PublishedBeside):
     """Appends result chunks to a temporary CSV or Parquet file beside ``path``.
 
     ``commit`` publishes it (``os.replace``); ``discard`` removes it. The columns and their
@@ -268,19 +291,9 @@ class ResultWriter:
             self._fh.close()
             self._fh = None
 
-    def commit(self) -> None:
-        self._close()
-        os.chmod(self.tmp, PUBLISHED_MODE)
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        try:
-            self._close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
 
 
-class RejectWriter:
+class RejectWriter(_PublishedBeside):
     """Rejected rows (row, patient_id where readable, column, reason), one line per problem,
     to a temporary CSV beside ``path``; published and discarded like :class:`ResultWriter`."""
 
@@ -302,16 +315,6 @@ class RejectWriter:
             os.fsync(self._fh.fileno())
             self._fh.close()
 
-    def commit(self) -> None:
-        self._close()
-        os.chmod(self.tmp, PUBLISHED_MODE)
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        try:
-            self._close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
 
 
 def rejects_path(output: Path) -> Path:
