@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -14,7 +16,7 @@ from models.bundle import ModelBundle
 from models.ensemble import CompetingRiskEnsemble
 from models.forest import CompetingRiskForest
 from training.config import TrainConfig, load_config
-from training.evaluate import FOREST, fit_all
+from training.evaluate import FOREST, fit_all, predict_horizons
 from training.model_card import build_model_card
 from training.model_factory import (
     build_model,
@@ -87,6 +89,12 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     alone = candidate_models(cfg, seed=0)["ensemble:cox"]
     assert type(members["ensemble:cox"][ENDPOINTS[0]]) is type(alone)
     assert member_candidates({e: CompetingRiskForest() for e in ENDPOINTS}) == {}
+    # members fitted on the ensemble's array are scored on the job's frame without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for per_endpoint in [models[FOREST], *members.values()]:
+            for m in per_endpoint.values():
+                assert predict_horizons(m, X, np.array([12.0, 24.0])).shape == (len(X), 2)
     bundle = ModelBundle(
         models=models[FOREST],
         grid=DEFAULT_GRID,

@@ -122,8 +122,13 @@ def fit_all(
 
 
 def predict_horizons(model: Any, X: pd.DataFrame, horizons: np.ndarray) -> np.ndarray:
-    """CIF of the event of interest at each horizon, (n, H), clipped to [0, 1]."""
-    cif = model.predict_cif(X, horizons)[:, EVENT_OF_INTEREST - 1, :]
+    """CIF of the event of interest at each horizon, (n, H), clipped to [0, 1].
+
+    An ensemble's members were fitted on the ensemble's array, without column names; they get
+    the array too (scikit-learn warns, once per call, when names appear only at predict time).
+    """
+    rows = X if hasattr(model, "feature_names_in_") else np.asarray(X)
+    cif = model.predict_cif(rows, horizons)[:, EVENT_OF_INTEREST - 1, :]
     return np.clip(np.nan_to_num(cif, nan=0.0), 0.0, 1.0)
 
 
