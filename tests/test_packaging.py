@@ -261,6 +261,30 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
         _reirrad(venv, ["promote", "--version", str(version.version)], work, env)
     _reirrad(venv, ["score", "cohort.csv", "scores.csv"], work, env)
 
+    # the pyfunc was logged from code, from the file the wheel installed (no CloudPickle), and
+    # the installed environment loads it with pickle deserialisation refused
+    logged = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(version.name, version.version),
+        dst_path=str(tmp_path / "logged"),
+    ))
+    flavour = mlflow.models.Model.load(str(logged)).flavors["python_function"]
+    assert flavour["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert flavour["model_code_path"].startswith(str(venv.resolve())), flavour["model_code_path"]
+    assert "python_model" not in flavour and not list(logged.rglob("*.pkl*"))
+    loaded = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import sys, mlflow\n"
+         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+         "out = m.predict(m.metadata.load_input_example(sys.argv[1]))\n"
+         "print(len(out), out.filter(regex=r'_\\d+m$').to_numpy().max())\n",
+         str(logged)],
+        cwd=work, env={**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"},
+        text=True, capture_output=True, timeout=COMMAND_TIMEOUT_S,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    rows, top = loaded.stdout.split()
+    assert int(rows) == 2 and 0 < float(top) <= 1
+
     cohort, scores = pd.read_csv(work / "cohort.csv"), pd.read_csv(work / "scores.csv")
     assert len(scores) == len(cohort) == SYNTH_N
     assert list(scores["patient_id"]) == list(cohort["patient_id"])

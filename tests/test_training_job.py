@@ -25,6 +25,7 @@ import mlflow
 from features.schema import INPUT_COLUMNS, CohortValidationError
 from features.synthetic import simulate_cohort
 from mlflow import MlflowClient
+from models.bundle import BundleIntegrityError
 from models.store import load_champion
 from training.cli import register
 from training.config import TrainConfig, load_config
@@ -138,7 +139,7 @@ def test_released_model_reproduces_the_golden_vectors(store):
 
 
 # -------------------------------------------------------------------------- done-when
-def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
+def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path, monkeypatch):
     uri = store["uri"]
     before = _versions(uri)
     proc = _cli(
@@ -203,6 +204,7 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
     out_csv = tmp_path / "pred.csv"
     env = _env(uri)
     env.pop("PYTHONPATH")  # the model carries its own code
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # logged from code: nothing to unpickle
     fresh = subprocess.run(
         [sys.executable, "-c", script, str(patients_csv), str(out_csv)],
         cwd=tmp_path,
@@ -223,6 +225,28 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path):
         rtol=1e-9,
         atol=1e-12,
     )
+
+    # logged from code: the MLmodel names models/pyfunc_model.py and no CloudPickle'd object
+    logged = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=client.get_model_version_download_uri(MODEL, str(version)),
+            dst_path=str(tmp_path / "logged"),
+        )
+    )
+    flavour = mlflow.models.Model.load(str(logged)).flavors["python_function"]
+    assert flavour["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert Path(flavour["model_code_path"]).name == "pyfunc_model.py"
+    assert "python_model" not in flavour  # the key that would name python_model.pkl
+    assert not [p.name for p in logged.rglob("*.pkl*")]
+    code = (REPO / "models" / "pyfunc_model.py").read_text()
+    assert (logged / "pyfunc_model.py").read_text() == code
+    assert {"features", "models"} <= {p.name for p in (logged / "code").iterdir()}
+    # ... and still checks the bundle's SHA-256 when loaded: a changed bundle is refused
+    bundle_file = logged / flavour["artifacts"]["bundle"]["path"]
+    bundle_file.write_bytes(bundle_file.read_bytes() + b"\0")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading prepends the model's code/
+    with pytest.raises(BundleIntegrityError, match="SHA-256"):
+        mlflow.pyfunc.load_model(str(logged))
 
 
 # ------------------------------------------------------------------------------ gate

@@ -30,7 +30,7 @@ from features.schema import INPUT_COLUMNS
 from features.synthetic import simulate_cohort
 from features.timegrid import DEFAULT_GRID
 from models.bundle import ModelBundle, summarise_training_data
-from models.pyfunc import BUNDLE_ARTIFACT_KEY, SHA_CONFIG_KEY, BundlePyfunc
+from models.pyfunc import BUNDLE_ARTIFACT_KEY, SHA_CONFIG_KEY, model_code_file
 from models.store import (
     BUNDLE_ARTIFACT_DIR,
     BUNDLE_FILENAME,
@@ -584,16 +584,18 @@ def log_evaluation(
         mlflow.log_artifacts(str(tables), artifact_path="evaluation")
 
         example = _example_input()
-        model_info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT_NAME,
-            python_model=BundlePyfunc(),
-            artifacts={BUNDLE_ARTIFACT_KEY: str(bundle_path)},
-            model_config={SHA_CONFIG_KEY: sha},
-            signature=_signature(example, bundle.predict_horizons(example)),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            code_paths=[str(_package_dir(p)) for p in PYFUNC_PACKAGES],
-        )
+        # logged from code (models/pyfunc_model.py), not as a CloudPickle of an object
+        with model_code_file() as code_file:
+            model_info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT_NAME,
+                python_model=str(code_file),
+                artifacts={BUNDLE_ARTIFACT_KEY: str(bundle_path)},
+                model_config={SHA_CONFIG_KEY: sha},
+                signature=_signature(example, bundle.predict_horizons(example)),
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                code_paths=[str(_package_dir(p)) for p in PYFUNC_PACKAGES],
+            )
     return LoggedModel(model_info.model_uri, sha)
 
 
