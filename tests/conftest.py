@@ -100,3 +100,41 @@ def ray_cluster(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+SERVING_ENV = (
+    "REIRRAD_API_TOKENS", "REIRRAD_API_TOKEN_HASHES", "REIRRAD_AUDIT_DB", "REIRRAD_AUDIT_KEY",
+    "REIRRAD_AUDIT_KEY_FILE", "REIRRAD_BUNDLE_PATH", "MLFLOW_TRACKING_URI", "REIRRAD_TRACKING_URI",
+)
+"""Variables a developer's shell may set that would change what a serving command does."""
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The `reirrad` serving commands on a bare Typer app, for CliRunner."""
+    import typer
+
+    from serving.cli import register
+
+    root = typer.Typer()
+    register(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory) -> Path:
+    """A small fitted bundle saved once per module."""
+    from tests.bundle_factory import small_bundle
+
+    path = tmp_path_factory.mktemp("bundle") / "bundle.joblib"
+    small_bundle().save(path)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Path:
+    """A clean serving environment: none of SERVING_ENV, state under tmp_path/home."""
+    for name in SERVING_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REIRRAD_HOME", str(tmp_path / "home"))
+    return tmp_path

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from features.config import ENDPOINTS
 from features.schema import INPUT_COLUMNS
 from features.synthetic import simulate_cohort
 from serving.batch import EXIT_INVALID, EXIT_OK, EXIT_REJECTED
-from serving.cli import register, scores_table
+from serving.cli import scores_table
 from serving.scoring import score_records
 from tests.bundle_factory import small_bundle
 
@@ -22,29 +21,6 @@ runner = CliRunner()
 N = 40
 BAD = {4: "gtv_cm3", 7: "age_years", 10: "patient_id", 12: "patient_id", 15: None}
 """1-based data rows made invalid below, and the column each one's problem names."""
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    root = typer.Typer()
-    register(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bundle") / "bundle.joblib"
-    small_bundle().save(path)
-    return path
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    for name in ("REIRRAD_AUDIT_DB", "REIRRAD_AUDIT_KEY", "REIRRAD_AUDIT_KEY_FILE",
-                 "REIRRAD_BUNDLE_PATH", "MLFLOW_TRACKING_URI", "REIRRAD_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REIRRAD_HOME", str(tmp_path / "home"))
-    return tmp_path
 
 
 def cohort(n: int = N, seed: int = 3) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from features.config import ENDPOINTS
-from serving.cli import register, serve_command, serve_env
+from serving.cli import serve_command, serve_env
 from serving.scoring import score_records
 from serving.settings import ServingSettings, SettingsError
 from tests.bundle_factory import small_bundle
@@ -21,30 +21,6 @@ from tests.cohort_rows import good_cohort
 
 runner = CliRunner()
 TOKEN = "cli-test-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    root = typer.Typer()
-    register(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bundle") / "bundle.joblib"
-    small_bundle().save(path)
-    return path
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    for name in ("REIRRAD_API_TOKENS", "REIRRAD_API_TOKEN_HASHES", "REIRRAD_AUDIT_DB",
-                 "REIRRAD_AUDIT_KEY", "REIRRAD_AUDIT_KEY_FILE", "REIRRAD_BUNDLE_PATH",
-                 "MLFLOW_TRACKING_URI", "REIRRAD_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REIRRAD_HOME", str(tmp_path / "home"))
-    return tmp_path
 
 
 def _trail_records(env: Path) -> list[dict]:
