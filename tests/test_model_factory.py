@@ -16,7 +16,7 @@ from models.bundle import ModelBundle
 from models.ensemble import CompetingRiskEnsemble
 from models.forest import CompetingRiskForest
 from training.config import TrainConfig, load_config
-from training.evaluate import FOREST, fit_all, predict_horizons
+from training.evaluate import FOREST, fit_all, make_baseline, predict_horizons
 from training.model_card import build_model_card
 from training.model_factory import (
     build_model,
@@ -92,8 +92,9 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     # members fitted on the ensemble's array are scored on the job's frame without a warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for per_endpoint in [models[FOREST], *members.values()]:
-            for m in per_endpoint.values():
+        rule = make_baseline("published_rule", cfg, seed=0).fit(X, y[ENDPOINTS[0]])
+        for per_endpoint in [models[FOREST], *members.values(), {"rule": rule}]:
+            for m in per_endpoint.values():  # the rule reads columns by name: it keeps the frame
                 assert predict_horizons(m, X, np.array([12.0, 24.0])).shape == (len(X), 2)
     bundle = ModelBundle(
         models=models[FOREST],

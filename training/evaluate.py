@@ -126,8 +126,10 @@ def predict_horizons(model: Any, X: pd.DataFrame, horizons: np.ndarray) -> np.nd
 
     An ensemble's members were fitted on the ensemble's array, without column names; they get
     the array too (scikit-learn warns, once per call, when names appear only at predict time).
+    A model that never saw a matrix (the published rule reads columns by name) gets the frame.
     """
-    rows = X if hasattr(model, "feature_names_in_") else np.asarray(X)
+    fitted_on_array = hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_")
+    rows = np.asarray(X) if fitted_on_array else X
     cif = model.predict_cif(rows, horizons)[:, EVENT_OF_INTEREST - 1, :]
     return np.clip(np.nan_to_num(cif, nan=0.0), 0.0, 1.0)
 
