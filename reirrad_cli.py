@@ -13,6 +13,7 @@ import os
 import typer
 
 from features.cli import app as cohort_app
+from serving.bento_cli import register as register_bento
 from serving.cli import DEFAULT_HOST, DEFAULT_PORT
 from serving.cli import register as register_serving
 from serving.report_cli import register as register_patient_report
@@ -31,6 +32,7 @@ register_training(app)
 register_model_reports(app)
 register_serving(app)
 register_patient_report(app)
+register_bento(app)
 
 
 @app.command("up")

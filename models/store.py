@@ -54,23 +54,25 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return default_tracking_uri()
 
 
-def load_champion(
+def fetch_champion(
     tracking_uri: str | None = None,
     model_name: str = MODEL_NAME,
     alias: str = CHAMPION_ALIAS,
     dst_dir: str | os.PathLike[str] | None = None,
-) -> tuple[ModelBundle, dict[str, Any]]:
-    """The bundle behind ``model_name@alias`` and what is known about it.
+) -> tuple[Path, str, dict[str, Any]]:
+    """Download the bundle file behind ``model_name@alias`` without loading it.
 
-    Returns ``(bundle, info)``; info has version, run_id, alias, metrics (the run's),
-    data_sha256, data_rows, sha256, git_commit. Raises :class:`ModelNotFoundError` when no
-    version has the alias and :class:`BundleIntegrityError` when the file's SHA-256 differs.
+    Returns ``(path, expected_sha256, info)``: the local file, the SHA-256 recorded on the
+    model version (checked against the run's record, not yet against the file) and what is
+    known about it (as :func:`load_champion`, less the file's own ``sha256``). A Bento build
+    packs this file; the service loads it. Raises :class:`ModelNotFoundError` when no version
+    has the alias and :class:`BundleIntegrityError` when the records disagree.
     """
     from mlflow.exceptions import MlflowException
 
     import mlflow
     from mlflow import MlflowClient
-    from models.bundle import BundleIntegrityError, ModelBundle, sha256_file
+    from models.bundle import BundleIntegrityError
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -93,24 +95,42 @@ def load_champion(
         dst_path=None if dst_dir is None else str(dst_dir),
         tracking_uri=uri,
     )
-    bundle = ModelBundle.load(local, expected_sha256=expected)
     info = {
         "model_name": model_name,
         "alias": alias,
         "version": int(mv.version),
         "run_id": mv.run_id,
-        "sha256": sha256_file(local),
         "data_sha256": run.data.params.get("data_sha256"),
         "data_rows": run.data.params.get("data_rows"),
         "git_commit": run.data.tags.get("git_commit"),
         "metrics": dict(run.data.metrics),
         "tracking_uri": uri,
     }
-    return bundle, info
+    return Path(local), expected, info
+
+
+def load_champion(
+    tracking_uri: str | None = None,
+    model_name: str = MODEL_NAME,
+    alias: str = CHAMPION_ALIAS,
+    dst_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """The bundle behind ``model_name@alias`` and what is known about it.
+
+    Returns ``(bundle, info)``; info has version, run_id, alias, metrics (the run's),
+    data_sha256, data_rows, sha256, git_commit. Raises :class:`ModelNotFoundError` when no
+    version has the alias and :class:`BundleIntegrityError` when the file's SHA-256 differs.
+    """
+    from models.bundle import ModelBundle, sha256_file
+
+    local, expected, info = fetch_champion(tracking_uri, model_name, alias, dst_dir)
+    bundle = ModelBundle.load(local, expected_sha256=expected)
+    return bundle, {**info, "sha256": sha256_file(local)}
 
 
 __all__ = [
     "ModelNotFoundError",
+    "fetch_champion",
     "load_champion",
     "resolve_tracking_uri",
 ]

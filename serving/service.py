@@ -1,9 +1,12 @@
 """The BentoML risk-scoring API, called before re-irradiation (BentoML 1.4 service API).
 
 Run with ``reirrad serve`` (or ``bentoml serve serving.service:RiskService`` from the project
-root). Each worker loads the model once at start-up (the bundle file named by
-``REIRRAD_BUNDLE_PATH`` if set, else the registered champion), builds its explainer, opens the
-audit trail and scores one patient to warm every compiled path before ``/readyz`` answers.
+root), or from a Bento built by ``reirrad bento build`` (``bentoml serve TAG``, or its
+container image). Each worker loads the model once at start-up (served from a Bento: the
+Bento's own BentoML model, its SHA-256 checked (:mod:`serving.bento`); otherwise the bundle
+file named by ``REIRRAD_BUNDLE_PATH`` if set, else the registered champion), builds its
+explainer, opens the audit trail and scores one patient to warm every compiled path before
+``/readyz`` answers.
 All settings are environment variables (:mod:`serving.settings`).
 
 Endpoints (POST, JSON; bodies in :mod:`serving.schemas`): ``/score`` one patient;
@@ -40,10 +43,11 @@ from serving.audit import (
     score_outputs,
 )
 from serving.auth import RateLimiter, TokenSet
+from serving.bento import bento_model_tag, load_bento_model
 from serving.explaining import explain_patient
 from serving.gate import CALL_SCOPE_KEY, CallInfo, Gate, error_body
 from serving.golden import golden_patients
-from serving.loading import describe_model, load_model, model_ref, report_info
+from serving.loading import LoadedModel, describe_model, load_model, model_ref, report_info
 from serving.report import build_report
 from serving.report_render import render_html, render_pdf
 from serving.schemas import (
@@ -137,13 +141,20 @@ class RiskService:
         key = load_audit_key(self.settings.audit_key, self.settings.audit_key_file_resolved)
         self.audit = AuditTrail(self.settings.audit_db_resolved, key)
         self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
-        self.model = load_model(self.settings)
+        self.model = self._load_model()
         self.ref = model_ref(self.model)
         self.model_dict = self.ref.model_dump()
         self.explainer = BundleExplainer(self.model.bundle)
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(_RefusalsAreNotErrors())
         _log_like_bentoml(API_LOGGER)
         self._warm_up()
+
+    def _load_model(self) -> LoadedModel:
+        """The Bento's model when served from a Bento, else the file or the champion."""
+        tag = bento_model_tag(RiskService.bento)  # the Service object; BentoML sets .bento
+        if tag is None:
+            return load_model(self.settings)
+        return load_bento_model(tag, self.settings)
 
     def _warm_up(self) -> None:
         """Score, compare and explain one fixed patient, so the first real call is not slow."""

@@ -82,28 +82,50 @@ def server_env(tmp: Path, bundle_file: Path, digest: str, **extra: str) -> dict[
 
 
 @contextmanager
-def running_server(tmp: Path, env: dict[str, str]) -> Iterator[Server]:
+def started_server(
+    tmp: Path, env: dict[str, str], command: list[str] | None = None, name: str = "server",
+    cwd: Path = PROJECT_ROOT,
+) -> Iterator[Server]:
+    """Start a server without waiting for it (so that several can start at once); stopped on
+    exit. ``command`` (with ``{port}`` in it) defaults to ``reirrad serve``'s own."""
     port = free_port()
-    out, err = tmp / "server.out", tmp / "server.err"
+    if command is None:
+        cmd = serve_command("127.0.0.1", port)
+    else:
+        cmd = [part.format(port=port) for part in command]
+    out, err = tmp / f"{name}.out", tmp / f"{name}.err"
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen(
-            serve_command("127.0.0.1", port), cwd=PROJECT_ROOT, env=env, stdout=fo, stderr=fe,
-            start_new_session=True,
+            cmd, cwd=cwd, env=env, stdout=fo, stderr=fe, start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{tail(err)}\n{tail(out)}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in {STARTUP_TIMEOUT_S:g} s:\n{tail(err)}")
-            time.sleep(POLL_S)
-        yield Server(base, tmp, out, err, Path(env["REIRRAD_AUDIT_DB"]), proc)
+        yield Server(f"http://127.0.0.1:{port}", tmp, out, err, Path(env["REIRRAD_AUDIT_DB"]),
+                     proc)
     finally:
         _stop(proc)
+
+
+def wait_ready(server: Server, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll ``/readyz`` until it answers 200; fail with the server's log if it exits or
+    does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.proc.poll() is not None:
+            pytest.fail(f"server exited with {server.proc.returncode}:\n{tail(server.stderr)}\n"
+                        f"{tail(server.stdout)}")
+        try:
+            if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"server not ready in {timeout_s:g} s:\n{tail(server.stderr)}")
+        time.sleep(POLL_S)
+
+
+@contextmanager
+def running_server(tmp: Path, env: dict[str, str]) -> Iterator[Server]:
+    """``reirrad serve``'s server, ready."""
+    with started_server(tmp, env) as server:
+        wait_ready(server)
+        yield server
