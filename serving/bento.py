@@ -192,8 +192,9 @@ def load_bento_model(
     info: dict[str, Any] = {"bento_model": str(stored.tag)}
     if meta.get(META_ORIGIN) == "registry":  # what `reirrad serve` shows of a registered model
         info |= {k: meta[k] for k in REGISTRY_META_KEYS if k in meta}
-        info |= {"model_name": meta.get(META_MODEL_NAME), "version": version,
-                 "alias": meta.get(META_ALIAS), "sha256": expected}
+        info |= {"model_name": meta.get(META_MODEL_NAME), "alias": meta.get(META_ALIAS),
+                 "version": int(version) if str(version).isdigit() else version,  # as MLflow's
+                 "sha256": expected}
     return LoadedModel(
         bundle=bundle,
         name=str(meta.get(META_MODEL_NAME, BENTO_MODEL_NAME)),

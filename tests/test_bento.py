@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from serving.bento import (
     BentoBuildError,
     file_identity,
     load_bento_model,
+    registry_identity,
     store_bundle,
 )
 from serving.bento_cli import register as register_bento
@@ -103,9 +105,14 @@ def served(tmp_path_factory, bundle_file):
                    "--port", "{port}"]
         with started_server(bento_dir, bento_env, command=command, name="bento",
                             cwd=bento_dir) as bento:
-            wait_ready(plain)
-            wait_ready(bento)
-            yield plain, bento, tag, bentoml_home, build
+            try:
+                wait_ready(plain)
+                wait_ready(bento)
+                yield plain, bento, tag, bentoml_home, build
+            finally:  # both stop at once (each then waits for its own)
+                for server in (plain, bento):
+                    if server.proc.poll() is None:
+                        os.killpg(os.getpgid(server.proc.pid), signal.SIGTERM)
 
 
 def _post(server, route: str, body: dict) -> dict:
@@ -195,6 +202,23 @@ def test_a_stored_model_loads_with_its_recorded_hash(stored):
     assert model.info.labels["project"] == "reirrad"
 
 
+def test_a_registered_champion_keeps_its_registry_record(tmp_path, bundle_file):
+    """What `reirrad serve` shows of the champion (version, alias, run, data hash) survives
+    the trip through the model store's metadata."""
+    path, digest = bundle_file
+    info = {"model_name": "reirrad-toxicity", "alias": "champion", "version": 7,
+            "run_id": "r" * 32, "git_commit": "c" * 40, "data_sha256": "d" * 64,
+            "data_rows": "600", "metrics": {"auc": 0.7}, "tracking_uri": "sqlite:///x.db"}
+    store = ModelStore(tmp_path / "models")
+    model = store_bundle(path, digest, registry_identity(info), model_store=store)
+    assert "tracking_uri" not in model.info.metadata  # it may hold a password
+    loaded = load_bento_model(str(model.tag), ServingSettings(), model_store=store)
+    assert (loaded.name, loaded.version, loaded.alias) == ("reirrad-toxicity", "7", "champion")
+    for key in ("version", "alias", "run_id", "git_commit", "data_sha256", "data_rows"):
+        assert loaded.info[key] == info[key], key
+    assert loaded.info["sha256"] == digest
+
+
 def test_a_changed_model_file_is_refused(stored):
     store, model, _ = stored
     target = Path(model.path_of(BUNDLE_FILENAME))
@@ -234,9 +258,23 @@ def app(tmp_path, monkeypatch) -> typer.Typer:
     return root
 
 
-def test_build_without_a_champion_exits_2_saying_how_to_get_one(app, tmp_path):
-    res = runner.invoke(app, ["bento", "build", "--tracking-uri",
-                              f"sqlite:///{tmp_path / 'empty.db'}"])
+def test_build_without_a_champion_exits_2_saying_how_to_get_one(app, tmp_path, monkeypatch):
+    """The registry's answer is faked (an empty MLflow store takes many seconds to create;
+    `reirrad serve`'s test uses a real one): the command must turn it into advice."""
+    import models.store
+
+    asked = []
+
+    def no_champion(tracking_uri, model_name, alias, dst_dir=None):
+        asked.append((tracking_uri, model_name, alias))
+        raise models.store.ModelNotFoundError(
+            f"no version of model {model_name!r} has the alias {alias!r} in {tracking_uri}"
+        )
+
+    monkeypatch.setattr(models.store, "fetch_champion", no_champion)
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    res = runner.invoke(app, ["bento", "build", "--tracking-uri", uri])
+    assert asked == [(uri, "reirrad-toxicity", "champion")]
     assert res.exit_code == 2, res.output
     assert "reirrad train" in res.output and "--bundle" in res.output
     assert "Traceback" not in res.output
