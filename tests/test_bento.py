@@ -248,17 +248,15 @@ def test_a_copy_that_differs_from_the_recorded_hash_is_not_stored(tmp_path, bund
 
 # ------------------------------------------------------------------------------- the command
 @pytest.fixture
-def app(tmp_path, monkeypatch) -> typer.Typer:
-    for name in ("REIRRAD_BUNDLE_PATH", "MLFLOW_TRACKING_URI", "REIRRAD_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REIRRAD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml_home"))
+def bento_cli(env, monkeypatch) -> typer.Typer:
+    """`reirrad bento` on a bare Typer app, in a clean environment (conftest's ``env``)."""
+    monkeypatch.setenv("BENTOML_HOME", str(env / "bentoml_home"))
     root = typer.Typer()
     register_bento(root)
     return root
 
 
-def test_build_without_a_champion_exits_2_saying_how_to_get_one(app, tmp_path, monkeypatch):
+def test_build_without_a_champion_exits_2_saying_how_to_get_one(bento_cli, tmp_path, monkeypatch):
     """The registry's answer is faked (an empty MLflow store takes many seconds to create;
     `reirrad serve`'s test uses a real one): the command must turn it into advice."""
     import models.store
@@ -273,7 +271,7 @@ def test_build_without_a_champion_exits_2_saying_how_to_get_one(app, tmp_path, m
 
     monkeypatch.setattr(models.store, "fetch_champion", no_champion)
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
-    res = runner.invoke(app, ["bento", "build", "--tracking-uri", uri])
+    res = runner.invoke(bento_cli, ["bento", "build", "--tracking-uri", uri])
     assert asked == [(uri, "reirrad-toxicity", "champion")]
     assert res.exit_code == 2, res.output
     assert "reirrad train" in res.output and "--bundle" in res.output
@@ -281,19 +279,19 @@ def test_build_without_a_champion_exits_2_saying_how_to_get_one(app, tmp_path, m
     assert not (tmp_path / "bentoml_home" / "bentos").exists()
 
 
-def test_build_refuses_a_bundle_with_another_hash_or_no_build_file(app, tmp_path, bundle_file):
+def test_build_refuses_another_hash_or_no_build_file(bento_cli, tmp_path, bundle_file):
     path, _ = bundle_file
-    res = runner.invoke(app, ["bento", "build", "--bundle", str(path),
-                              "--bundle-sha256", "0" * 64])
+    res = runner.invoke(bento_cli, ["bento", "build", "--bundle", str(path),
+                                    "--bundle-sha256", "0" * 64])
     assert res.exit_code == 2 and "SHA-256" in res.output
-    res = runner.invoke(app, ["bento", "build", "--bundle", str(path),
-                              "--bentofile", str(tmp_path / "none.yaml")])
+    res = runner.invoke(bento_cli, ["bento", "build", "--bundle", str(path),
+                                    "--bentofile", str(tmp_path / "none.yaml")])
     assert res.exit_code == 2 and "source checkout" in res.output
     assert not (tmp_path / "bentoml_home" / "models").exists()
 
 
-def test_help_names_the_defaults_and_the_next_commands(app):
-    res = runner.invoke(app, ["bento", "build", "--help"])
+def test_help_names_the_defaults(bento_cli):
+    res = runner.invoke(bento_cli, ["bento", "build", "--help"])
     assert res.exit_code == 0
     for word in ("--bundle", "--tracking-uri", "champion", "SHA-256", "BENTOML_HOME"):
         assert word in res.output
