@@ -44,8 +44,8 @@ REGISTRY_META_KEYS: Final[tuple[str, ...]] = (
 from there into ``/model_info`` and the report, as ``reirrad serve`` shows them)."""
 
 
-class BentoBuildError(RuntimeError):
-    """The Bento could not be built as asked; the message says why."""
+class BentoError(RuntimeError):
+    """A Bento cannot be built, or served, as asked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def build_bento(bentofile: Path, model_tag: str, labels: dict[str, str]):
     packed = [str(m.tag) for m in bento.info.all_models if m.tag.name == BENTO_MODEL_NAME]
     if packed != [model_tag]:
         bentoml.bentos.delete(bento.tag)
-        raise BentoBuildError(
+        raise BentoError(
             f"the Bento would pack {packed or 'no reirrad model'} instead of {model_tag}: "
             f"another model was stored meanwhile, or {bentofile.name} names another model; "
             "nothing built"
@@ -159,7 +159,7 @@ def bento_model_tag(bento: Any) -> str | None:
         return None
     tags = [str(m.tag) for m in bento.info.all_models if m.tag.name == BENTO_MODEL_NAME]
     if len(tags) > 1:
-        raise BentoBuildError(f"the Bento {bento.tag} holds several reirrad models: {tags}")
+        raise BentoError(f"the Bento {bento.tag} holds several reirrad models: {tags}")
     return tags[0] if tags else None
 
 
@@ -176,7 +176,7 @@ def load_bento_model(
     import bentoml
 
     if settings is not None and settings.bundle_path is not None:
-        raise BentoBuildError(
+        raise BentoError(
             "REIRRAD_BUNDLE_PATH is set, but a Bento serves the model it was built with "
             f"({tag}); unset it, or build a new Bento with `reirrad bento build --bundle FILE`"
         )

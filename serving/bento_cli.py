@@ -88,7 +88,7 @@ def build(
     from bentoml.exceptions import BentoMLException
 
     from models.bundle import BundleIntegrityError
-    from serving.bento import BentoBuildError, build_bento, store_bundle
+    from serving.bento import BentoError, build_bento, store_bundle
 
     if not bentofile.is_file():
         raise fail(
@@ -106,7 +106,7 @@ def build(
               "bundle_sha256": sha256[:12]}
     try:
         bento = build_bento(bentofile.resolve(), str(model.tag), labels)
-    except (BentoBuildError, BentoMLException) as err:
+    except (BentoError, BentoMLException) as err:
         raise fail(f"the Bento was not built: {err}") from err
     version = f" v{identity.version}" if identity.version else ""
     err_console.print(

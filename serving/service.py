@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from features.config import HORIZONS_MONTHS
-from models.explain import BundleExplainer
-from serving import scoring
 from serving.audit import (
     AuditTrail,
     GroupCommitWriter,
@@ -43,13 +41,7 @@ from serving.audit import (
     score_outputs,
 )
 from serving.auth import RateLimiter, TokenSet
-from serving.bento import bento_model_tag, load_bento_model
-from serving.explaining import explain_patient
 from serving.gate import CALL_SCOPE_KEY, CallInfo, Gate, error_body
-from serving.golden import golden_patients
-from serving.loading import LoadedModel, describe_model, load_model, model_ref, report_info
-from serving.report import build_report
-from serving.report_render import render_html, render_pdf
 from serving.schemas import (
     BatchScoreRequest,
     BatchScoreResponse,
@@ -63,8 +55,16 @@ from serving.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from serving.scoring import ScoringInputError
 from serving.settings import ServingSettings, service_workers
+
+if TYPE_CHECKING:
+    from serving.loading import LoadedModel
+    from serving.scoring import ScoringInputError
+
+# The model's code (numpy, pandas, scipy, numba, the report's fpdf and matplotlib) is imported
+# inside the methods that use it: the processes that only read this module's API (`bentoml
+# serve`'s supervisor, `reirrad bento build`) then start seconds sooner; each worker imports it
+# once, in __init__, before /readyz answers.
 
 SERVICE_NAME = "reirrad-risk"
 REQUEST_TIMEOUT_S = 120
@@ -141,6 +141,9 @@ class RiskService:
         key = load_audit_key(self.settings.audit_key, self.settings.audit_key_file_resolved)
         self.audit = AuditTrail(self.settings.audit_db_resolved, key)
         self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
+        from models.explain import BundleExplainer
+        from serving.loading import model_ref
+
         self.model = self._load_model()
         self.ref = model_ref(self.model)
         self.model_dict = self.ref.model_dump()
@@ -151,6 +154,9 @@ class RiskService:
 
     def _load_model(self) -> LoadedModel:
         """The Bento's model when served from a Bento, else the file or the champion."""
+        from serving.bento import bento_model_tag, load_bento_model
+        from serving.loading import load_model
+
         tag = bento_model_tag(RiskService.bento)  # the Service object; BentoML sets .bento
         if tag is None:
             return load_model(self.settings)
@@ -158,6 +164,10 @@ class RiskService:
 
     def _warm_up(self) -> None:
         """Score, compare and explain one fixed patient, so the first real call is not slow."""
+        from serving import scoring
+        from serving.explaining import explain_patient
+        from serving.golden import golden_patients
+
         bundle = self.model.bundle
         patient = golden_patients()[0]
         scoring.score_patient(bundle, patient, HORIZONS_MONTHS, include_curve=True)
@@ -166,6 +176,9 @@ class RiskService:
     @bentoml.api(route="/score")
     def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """One patient's risks with 95 % intervals at the horizons (and the curve if asked)."""
+        from serving import scoring
+        from serving.scoring import ScoringInputError
+
         call = _call(ctx)
         try:
             result = scoring.score_patient(
@@ -183,6 +196,9 @@ class RiskService:
         self, request: BatchScoreRequest, /, ctx: bentoml.Context
     ) -> BatchScoreResponse:
         """Several patients, all or none (at most ``REIRRAD_MAX_BATCH``)."""
+        from serving import scoring
+        from serving.scoring import ScoringInputError
+
         call = _call(ctx)
         try:
             results = scoring.score_batch(
@@ -207,6 +223,9 @@ class RiskService:
     ) -> ComparePlansResponse:
         """One patient under each candidate plan: EQD2, risks, paired differences. Toxicity
         only."""
+        from serving import scoring
+        from serving.scoring import ScoringInputError
+
         call = _call(ctx)
         try:
             plans = scoring.compare_plans(
@@ -239,6 +258,9 @@ class RiskService:
     @bentoml.api(route="/explain")
     def explain(self, request: ExplainRequest, /, ctx: bentoml.Context) -> ExplainResponse:
         """Exact Shapley attributions of one endpoint's risk at the horizons."""
+        from serving.explaining import explain_patient
+        from serving.scoring import ScoringInputError
+
         call = _call(ctx)
         try:
             explanations, method = explain_patient(
@@ -263,6 +285,10 @@ class RiskService:
     def report(self, request: ReportRequest, /, ctx: bentoml.Context) -> bytes:
         """The one-page clinician report (``text/html`` or ``application/pdf``), the same
         document ``reirrad report`` writes; built in memory, nothing is written here."""
+        from serving.loading import report_info
+        from serving.report import build_report
+        from serving.report_render import render_html, render_pdf
+
         call = _call(ctx)
         built = build_report(
             self.model.bundle, request.patient, report_info(self.model), self.explainer
@@ -285,6 +311,8 @@ class RiskService:
     @bentoml.api(route="/model_info")
     def model_info(self, request: EmptyRequest, /) -> ModelInfoResponse:
         """The served model: version, bundle and training-data hashes, validated figures."""
+        from serving.loading import describe_model
+
         return describe_model(self.model, self.settings)
 
 

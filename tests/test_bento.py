@@ -29,7 +29,7 @@ from serving.audit import AuditKey, AuditTrail
 from serving.bento import (
     BENTO_MODEL_NAME,
     BUNDLE_FILENAME,
-    BentoBuildError,
+    BentoError,
     file_identity,
     load_bento_model,
     registry_identity,
@@ -232,7 +232,7 @@ def test_a_changed_model_file_is_refused(stored):
 def test_a_bento_refuses_a_second_model_source(stored, bundle_file):
     store, model, _ = stored
     settings = ServingSettings(bundle_path=bundle_file[0])
-    with pytest.raises(BentoBuildError, match="REIRRAD_BUNDLE_PATH"):
+    with pytest.raises(BentoError, match="REIRRAD_BUNDLE_PATH"):
         load_bento_model(str(model.tag), settings, model_store=store)
 
 
