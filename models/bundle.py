@@ -38,7 +38,8 @@ class DifferenceInterval:
 
 
 class BundleIntegrityError(RuntimeError):
-    """The bundle file does not have the SHA-256 recorded when it was logged."""
+    """The bundle file does not have the SHA-256 recorded when it was logged, or cannot be
+    read as a bundle."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -48,6 +49,23 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_sha256(
+    path: str | os.PathLike[str], expected_sha256: str, name: str | None = None
+) -> None:
+    """Refuse ``path`` (:class:`BundleIntegrityError`) unless its SHA-256 is the expected one.
+
+    Reads the bytes only, never unpickles them: a changed file is refused before any of its
+    content runs, and the check is cheap enough for a server to make before it starts.
+    ``name``: how the message names the file (a downloaded copy's path says little).
+    """
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise BundleIntegrityError(
+            f"{name or path}: SHA-256 {actual[:12]}... differs from the recorded "
+            f"{expected_sha256[:12]}...; the file was changed after it was logged"
+        )
 
 
 def summarise_training_data(features: pd.DataFrame, records: pd.DataFrame) -> dict[str, Any]:
@@ -243,13 +261,16 @@ class ModelBundle:
     def load(path: str | os.PathLike[str], expected_sha256: str | None = None) -> ModelBundle:
         """Load a bundle, refusing it when its SHA-256 differs from the expected one."""
         if expected_sha256 is not None:
-            actual = sha256_file(path)
-            if actual != expected_sha256:
-                raise BundleIntegrityError(
-                    f"{path}: SHA-256 {actual[:12]}... differs from the recorded "
-                    f"{expected_sha256[:12]}...; the file was changed after it was logged"
-                )
-        obj = joblib.load(path)
+            check_sha256(path, expected_sha256)
+        try:
+            obj = joblib.load(path)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # a truncated or damaged file fails anywhere in unpickling
+            raise BundleIntegrityError(
+                f"{path}: not a readable model bundle ({type(err).__name__}); the file is "
+                "damaged or is not a bundle"
+            ) from err
         if not isinstance(obj, ModelBundle):
             raise BundleIntegrityError(f"{path}: not a reirrad model bundle")
         if obj.format_version != BUNDLE_FORMAT_VERSION:

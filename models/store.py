@@ -109,6 +109,32 @@ def fetch_champion(
     return Path(local), expected, info
 
 
+def verify_champion(
+    tracking_uri: str | None = None,
+    model_name: str = MODEL_NAME,
+    alias: str = CHAMPION_ALIAS,
+) -> int:
+    """Check that the bundle behind ``model_name@alias`` still has its recorded SHA-256;
+    return the version.
+
+    The file is fetched into a temporary folder, hashed and removed, never unpickled: what
+    ``reirrad serve`` checks before it starts any worker, so that a damaged or replaced
+    artifact stops the start with one message instead of workers that fail and respawn.
+    Raises :class:`ModelNotFoundError` or :class:`BundleIntegrityError` like
+    :func:`load_champion`.
+    """
+    import tempfile
+
+    from models.bundle import check_sha256
+
+    with tempfile.TemporaryDirectory(prefix="reirrad-verify-") as tmp:
+        local, expected, info = fetch_champion(tracking_uri, model_name, alias, tmp)
+        artifact = f"{BUNDLE_ARTIFACT_DIR}/{BUNDLE_FILENAME}"
+        check_sha256(local, expected, name=f"{model_name} v{info['version']} ({artifact} of "
+                                           f"run {info['run_id']})")
+    return int(info["version"])
+
+
 def load_champion(
     tracking_uri: str | None = None,
     model_name: str = MODEL_NAME,
@@ -133,4 +159,5 @@ __all__ = [
     "fetch_champion",
     "load_champion",
     "resolve_tracking_uri",
+    "verify_champion",
 ]

@@ -163,21 +163,24 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def check_model(settings: ServingSettings) -> str:
-    """Where the model will come from; exit 2, saying how to get one, if there is none."""
-    if settings.bundle_path is not None:
-        if not Path(settings.bundle_path).is_file():
-            raise fail(f"no bundle file at {settings.bundle_path}")
-        return str(settings.bundle_path)
-    from serving.loading import registered_version
+    """Where the model will come from, checked (:func:`serving.loading.verify_model`); exit 2
+    with one line, saying how to get a model, if there is none or it is damaged."""
+    from models.bundle import BundleIntegrityError
+    from models.store import ModelNotFoundError
+    from serving.loading import verify_model
 
-    version = registered_version(settings.tracking_uri, settings.model_name, settings.model_alias)
-    if version is None:
+    try:
+        return verify_model(settings)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from err
+    except ModelNotFoundError as err:
         raise fail(
             f"no model is registered as {settings.model_name}@{settings.model_alias}: train "
             "one with `reirrad train --synthetic 600 --config quick` (or run `make up`), or "
             "serve a bundle file with --bundle FILE"
-        )
-    return f"{settings.model_name} v{version} (@{settings.model_alias})"
+        ) from err
+    except BundleIntegrityError as err:
+        raise fail(f"refusing to serve a damaged model: {err}") from err
 
 
 def example_curl(url: str, token: str | None) -> str:

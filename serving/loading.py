@@ -97,23 +97,35 @@ def load_model(settings: ServingSettings) -> LoadedModel:
     return load_registered(settings.tracking_uri, settings.model_name, settings.model_alias)
 
 
-def registered_version(tracking_uri: str | None, model_name: str, alias: str) -> str | None:
-    """The version behind ``model_name@alias`` in the registry, or None when there is none.
+def verify_model(settings: ServingSettings) -> str:
+    """Check the model the settings name before any worker starts; return what it is.
 
-    A cheap look-up (no download), so that ``reirrad serve`` can refuse to start, saying how
-    to get a model, instead of starting workers that can never become ready.
+    Workers that fail to load a model are respawned by BentoML for ever, each with a
+    traceback, and never become ready; ``reirrad serve`` calls this first so that a missing,
+    damaged or replaced model stops the start with one message. A registered model, or a
+    bundle file with an expected SHA-256, is checked by its hash (the file is read, never
+    unpickled); a bundle file without one has nothing to be compared with and is loaded whole.
+
+    Raises :class:`models.store.ModelNotFoundError` (no version has the alias),
+    :class:`models.bundle.BundleIntegrityError` (hash differs, or not a readable bundle) or
+    :class:`FileNotFoundError`.
     """
-    from mlflow.exceptions import MlflowException
+    from models.bundle import check_sha256
 
-    from mlflow import MlflowClient
-    from models.store import resolve_tracking_uri
+    if settings.bundle_path is not None:
+        path = Path(settings.bundle_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no bundle file at {path}")
+        if settings.bundle_sha256:
+            check_sha256(path, settings.bundle_sha256)
+        else:
+            ModelBundle.load(path)
+        return str(path)
+    # Imported here: the registry needs MLflow, which a bundle-file deployment does not.
+    from models.store import verify_champion
 
-    uri = resolve_tracking_uri(tracking_uri)
-    try:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    version = verify_champion(settings.tracking_uri, settings.model_name, settings.model_alias)
+    return f"{settings.model_name} v{version} (@{settings.model_alias})"
 
 
 def report_info(model: LoadedModel) -> dict[str, Any]:

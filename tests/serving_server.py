@@ -6,6 +6,7 @@ loaded and every compiled path warmed in each worker), 40-60 s under shared load
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from serving.cli import serve_command
@@ -53,9 +55,18 @@ class Server:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's process group (it was started in its own session)."""
+    """Terminate the server's process group (it was started in its own session).
+
+    BentoML starts each worker in a session of its own: SIGTERM reaches the arbiter, which
+    stops them; if it must be killed instead, its workers are killed one by one too (killing
+    the arbiter alone leaves them serving, orphaned).
+    """
     if proc.poll() is not None:
         return
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
     pgid = os.getpgid(proc.pid)
     os.killpg(pgid, signal.SIGTERM)
     try:
@@ -63,6 +74,10 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(pgid, signal.SIGKILL)
         proc.wait(timeout=STOP_TIMEOUT_S)
+    _, alive = psutil.wait_procs(workers, timeout=STOP_TIMEOUT_S)
+    for worker in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
 
 
 def server_env(tmp: Path, bundle_file: Path, digest: str, **extra: str) -> dict[str, str]:

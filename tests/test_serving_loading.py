@@ -6,7 +6,7 @@ import pytest
 
 import models.store
 from models.bundle import BundleIntegrityError
-from serving.loading import describe_model, load_model, model_ref
+from serving.loading import describe_model, load_model, model_ref, verify_model
 from serving.settings import ServingSettings
 from tests.bundle_factory import small_bundle
 
@@ -20,6 +20,29 @@ def test_bundle_file_is_checked_and_identified(tmp_path):
     assert model.version == small_bundle().provenance["model_version"]
     with pytest.raises(BundleIntegrityError):
         load_model(ServingSettings(bundle_path=path, bundle_sha256="f" * 64))
+
+
+def test_damaged_bundle_files_are_refused_before_serving(tmp_path):
+    """What `reirrad serve` checks before starting workers (tests/test_reliability.py runs
+    the command itself): a changed byte by its hash, a cut file by failing to load as one."""
+    path = tmp_path / "b.joblib"
+    digest = small_bundle().save(path)
+    assert verify_model(ServingSettings(bundle_path=path, bundle_sha256=digest)) == str(path)
+    assert verify_model(ServingSettings(bundle_path=path)) == str(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    changed = tmp_path / "changed.joblib"
+    changed.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=digest[:12]):
+        verify_model(ServingSettings(bundle_path=changed, bundle_sha256=digest))
+    cut = tmp_path / "cut.joblib"
+    cut.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(BundleIntegrityError, match="not a readable model bundle"):
+        verify_model(ServingSettings(bundle_path=cut))
+    with pytest.raises(BundleIntegrityError, match="not a readable model bundle"):
+        load_model(ServingSettings(bundle_path=cut))
+    with pytest.raises(FileNotFoundError):
+        verify_model(ServingSettings(bundle_path=tmp_path / "missing.joblib"))
 
 
 def test_registry_champion_is_used_without_a_bundle_path(monkeypatch):
