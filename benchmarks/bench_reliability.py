@@ -55,7 +55,6 @@ import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 
 from models.bundle import sha256_file  # noqa: E402
 from serving.audit import AuditKey, AuditTrail  # noqa: E402
@@ -174,7 +173,7 @@ def model_file(bundle: Path | None) -> Path:
             return next(dst.rglob("*.joblib"))
         except ModelNotFoundError:
             pass
-    from bench_batch_score import bench_bundle
+    from benchmarks.bench_batch_score import bench_bundle
 
     print("no champion registered: fitting the quick architecture (cached)", flush=True)
     return bench_bundle("quick")
