@@ -157,26 +157,27 @@ def stage_times(bundle_path: Path | None, tmp: Path, patient: dict, n: int = 20)
     from models.explain import BundleExplainer
     from serving.audit import AuditRecord
     from serving.explaining import explain_patient
-    from serving.loading import load_model
+    from serving.loading import limit_numeric_threads, load_model
     from serving.schemas import ScoreRequest, ScoreResponse
     from serving.scoring import score_patient
     from serving.settings import ServingSettings
 
+    limit_numeric_threads()  # as a serving worker does
     model = load_model(ServingSettings(bundle_path=bundle_path))
     b = model.bundle
     body = json.dumps({"patient": patient}).encode()
     req = ScoreRequest.model_validate_json(body)
     X = b.features_from_inputs([req.patient])
     h = list(HORIZONS_MONTHS)
-    cif = b.predict_cif_features(X, h)
+    cif = b.predict_cif_features(X)  # as /score does: the whole grid, bounds built on it
     trail = AuditTrail(str(tmp / "stages.db"), AuditKey(b"stage-timing-key-0123456789"))
     explainer = BundleExplainer(b)
     result = score_patient(b, req.patient)
     steps = {
         "parse and validate (strict)": lambda: ScoreRequest.model_validate_json(body),
         "features": lambda: b.features_from_inputs([req.patient]),
-        "predict (model)": lambda: b.predict_cif_features(X, h),
-        "intervals (model)": lambda: b.risk_intervals(X, h, cif=cif),
+        "predict (model, whole grid)": lambda: b.predict_cif_features(X),
+        "intervals (model, whole grid)": lambda: b.risk_intervals(X, None, cif=cif),
         "applicability warnings": lambda: b.applicability_warnings(X),
         "audit commit": lambda: trail.append(AuditRecord("r", "/score", 200, "tok")),
         "response JSON": lambda: ScoreResponse(request_id="r", model=model_ref_of(model),

@@ -63,6 +63,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("preexisting_necrosis", "necrosis before re-irradiation", kind="flag"),
 )
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES)
+_FEATURE_INDEX = pd.Index(FEATURE_COLUMNS)
+"""The feature tables' column index, built once: pandas builds one from a list per table
+(~20 us, a tenth of serving one patient); an Index is immutable, so tables can share it."""
 FEATURE_SPECS: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
 
 FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -184,7 +187,7 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
     The index is kept, ``patient_id`` is dropped: the key never reaches a model.
     """
     columns = {c: df[c].to_numpy() for c in INPUT_COLUMNS if c in df.columns}
-    return pd.DataFrame(feature_matrix(columns), index=df.index, columns=list(FEATURE_COLUMNS))
+    return pd.DataFrame(feature_matrix(columns), index=df.index, columns=_FEATURE_INDEX)
 
 
 def features_from_inputs(patients: Sequence[PatientInput]) -> pd.DataFrame:
@@ -196,7 +199,7 @@ def features_from_inputs(patients: Sequence[PatientInput]) -> pd.DataFrame:
     columns = {
         c: [getattr(p, c) for p in patients] for c in INPUT_COLUMNS if c != "patient_id"
     }
-    return pd.DataFrame(feature_matrix(columns), columns=list(FEATURE_COLUMNS))
+    return pd.DataFrame(feature_matrix(columns), columns=_FEATURE_INDEX)
 
 
 def encode_endpoint(df: pd.DataFrame, endpoint: Endpoint) -> np.ndarray:

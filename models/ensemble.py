@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from features.config import GRID_MAX_MONTHS, GRID_STEP_MONTHS
-from models._cif import GridCIFMixin, prepare_grid_outcome
+from models._cif import GridCIFMixin, checked_features, prepare_grid_outcome
 from models.baselines import COX_RIDGE_ALPHA, CauseSpecificCox, CauseSpecificXGB
 from models.forest import DEFAULT_N_ESTIMATORS, CompetingRiskForest
 
@@ -269,13 +269,32 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ predict
     def _cif_on_grid(self, X) -> np.ndarray:
+        """The weighted sum of the members' CIFs. The input is checked here once; members
+        with ``_cif_on_grid_checked`` take it as is (each member's own check of the same
+        array cost more than its prediction of one patient)."""
         check_is_fitted(self, "members_")
-        Xv = validate_data(self, X, dtype=np.float64, reset=False)
+        Xv = checked_features(self, X)
         out = np.zeros((Xv.shape[0], self.n_causes_, self.event_times_.size))
         for m, (_, est) in enumerate(self.members_):
             w = self.weights_[:, m]
             if np.any(w > 0):
-                out += w[None, :, None] * est.predict_cif(Xv)
+                checked = getattr(est, "_cif_on_grid_checked", None)
+                cif = checked(Xv) if checked is not None else est.predict_cif(Xv)
+                out += w[None, :, None] * cif
+        return out
+
+    def predict_cause_cif(self, X, cause: int | None = None) -> np.ndarray:
+        """CIF of one cause on the grid, (n, G): the weighted sum of the members' CIFs of that
+        cause, each member computing only that cause when it can (the same sums in the same
+        order as ``predict_cif``, so the same values)."""
+        check_is_fitted(self, "members_")
+        k = self._check_cause(cause)
+        Xv = checked_features(self, X)
+        out = np.zeros((Xv.shape[0], self.event_times_.size))
+        for m, (_, est) in enumerate(self.members_):
+            w = self.weights_[k - 1, m]
+            if w > 0:
+                out += w * _member_cause_cif(est, Xv, k)
         return out
 
     def predict_member_cifs(self, X, times=None) -> dict[str, np.ndarray]:
@@ -298,6 +317,14 @@ class CompetingRiskEnsemble(GridCIFMixin, BaseEstimator):
                 }
             )
         return rows
+
+
+def _member_cause_cif(est, Xv: np.ndarray, cause: int) -> np.ndarray:
+    """A fitted member's CIF of ``cause`` on the grid (n, G) for an already checked array."""
+    checked = getattr(est, "_cif_on_grid_checked", None)
+    if checked is None:
+        return est.predict_cif(Xv)[:, cause - 1, :]
+    return checked(Xv, cause)
 
 
 # -------------------------------------------------------------------- the criterion

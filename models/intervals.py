@@ -172,10 +172,11 @@ class ResampleIntervals:
                 ref_sq[None, :] - 2.0 * block @ ref.T + np.einsum("ij,ij->i", block, block)[:, None]
             )
             part = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
-            pd2 = np.take_along_axis(d2, part, axis=1)
+            rows = np.arange(block.shape[0])[:, None]  # row-wise gathers (take_along_axis)
+            pd2 = d2[rows, part]
             order = np.argsort(pd2, axis=1)
-            idx[a : a + CHUNK] = np.take_along_axis(part, order, axis=1)
-            dist2[a : a + CHUNK] = np.maximum(np.take_along_axis(pd2, order, axis=1), 0.0)
+            idx[a : a + CHUNK] = part[rows, order]
+            dist2[a : a + CHUNK] = np.maximum(pd2[rows, order], 0.0)
         if getattr(self, "weighting", "kernel") == "uniform":
             w = np.zeros_like(dist2)
             w[:, :k] = 1.0 / k

@@ -54,6 +54,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -111,6 +112,18 @@ head_table = Table(
 HEAD_ID = 1
 DENORMALISED = ("ts", "request_id", "route", "status", "caller")
 """Record fields copied into their own columns for queries; verify checks them too."""
+
+# The append's three statements, built once: building them per call (and SQLAlchemy's cache
+# key of each new object) cost a tenth of a served /score. Same SQL, same transaction.
+_READ_HEAD_FOR_UPDATE = (
+    select(head_table.c.seq, head_table.c.mac).where(head_table.c.id == HEAD_ID).with_for_update()
+)
+_INSERT_RECORDS = insert(record_table)
+_MOVE_HEAD = (
+    update(head_table)
+    .where(head_table.c.id == HEAD_ID)
+    .values(seq=bindparam("new_seq"), mac=bindparam("new_mac"), seal=bindparam("new_seal"))
+)
 
 
 class AuditError(RuntimeError):
@@ -385,11 +398,7 @@ class AuditTrail:
             if bad:
                 raise ValueError(f"audit record carries identifier field(s) {bad}; hash them")
         with self.engine.begin() as conn:
-            head = conn.execute(
-                select(head_table.c.seq, head_table.c.mac)
-                .where(head_table.c.id == HEAD_ID)
-                .with_for_update()
-            ).one()
+            head = conn.execute(_READ_HEAD_FOR_UPDATE).one()
             seq, prev, rows = int(head.seq), head.mac, []
             for entry in entries:
                 seq += 1
@@ -398,11 +407,9 @@ class AuditTrail:
                 rows.append({"seq": seq, "body": body, "prev_mac": prev, "mac": mac,
                              **{k: entry[k] for k in DENORMALISED}})
                 prev = mac
-            conn.execute(insert(record_table), rows)
+            conn.execute(_INSERT_RECORDS, rows)
             conn.execute(
-                update(head_table)
-                .where(head_table.c.id == HEAD_ID)
-                .values(seq=seq, mac=prev, seal=self._seal(seq, prev))
+                _MOVE_HEAD, {"new_seq": seq, "new_mac": prev, "new_seal": self._seal(seq, prev)}
             )
         return [r["seq"] for r in rows]
 

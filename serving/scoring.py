@@ -21,6 +21,7 @@ from features.config import (
     ENDPOINTS,
     HORIZONS_MONTHS,
 )
+from features.pipeline import FEATURE_COLUMNS
 from features.schema import CohortValidationError, PatientInput, validate_table
 from models.bundle import ModelBundle
 from serving.schemas import (
@@ -143,10 +144,9 @@ def score_inputs(
     """Risks with intervals of validated patients: one feature build, one prediction."""
     h = check_horizons(bundle, horizons)
     X = bundle.features_from_inputs(list(patients))
-    points = bundle.grid.points
-    # the bounds are built on the whole grid: predict it once and read the horizons from it
-    cif_t = bundle.predict_cif_features(X, points)
-    bands = bundle.risk_intervals(X, points, cif=cif_t)
+    # the bounds are built on the whole grid (times None): predict it once, read the horizons
+    cif_t = bundle.predict_cif_features(X)
+    bands = bundle.risk_intervals(X, None, cif=cif_t)
     cols = bundle.grid.index_of(h)
     on = cols >= 0
     at = np.maximum(cols, 0)
@@ -156,7 +156,7 @@ def score_inputs(
 
     pick = {e: (read(cif_t[e]), read(bands[e][0]), read(bands[e][1])) for e in ENDPOINTS}
     curves = {e: (cif_t[e], bands[e][0], bands[e][1]) for e in ENDPOINTS} if include_curve else None
-    assumed = X["primary_fraction_assumed"].to_numpy() > 0
+    assumed = X.to_numpy()[:, FEATURE_COLUMNS.index("primary_fraction_assumed")] > 0
     return Scored(
         features=X,
         horizons=h,

@@ -142,8 +142,9 @@ class RiskService:
         self.audit = AuditTrail(self.settings.audit_db_resolved, key)
         self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
         from models.explain import BundleExplainer
-        from serving.loading import model_ref
+        from serving.loading import limit_numeric_threads, model_ref
 
+        limit_numeric_threads()
         self.model = self._load_model()
         self.ref = model_ref(self.model)
         self.model_dict = self.ref.model_dump()
@@ -174,8 +175,14 @@ class RiskService:
         explain_patient(bundle, self.explainer, patient, "mucosal_necrosis", HORIZONS_MONTHS)
 
     @bentoml.api(route="/score")
-    def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
-        """One patient's risks with 95 % intervals at the horizons (and the curve if asked)."""
+    async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
+        """One patient's risks with 95 % intervals at the horizons (and the curve if asked).
+
+        Run on the event loop itself (``async def`` with no await): one patient costs about
+        a millisecond of CPU, less than handing the call to a worker thread and back costs on
+        a busy machine (two thread wake-ups and the GIL passed between them). Batches,
+        comparisons and explanations, which take longer, keep BentoML's thread pool.
+        """
         from serving import scoring
         from serving.scoring import ScoringInputError
 
