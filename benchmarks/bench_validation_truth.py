@@ -28,7 +28,7 @@ from training.config import TrainConfig, load_config
 from training.data import Cohort, synthetic_training_data
 from training.engine import LocalEngine
 from training.evaluate import REGISTERED, evaluate
-from training.metrics import auc_cr, brier_cr
+from training.metrics import auc_cr, brier_cr, ici_and_slope_cr
 
 OUT = Path(__file__).resolve().parent / "results" / "validation_truth.csv"
 MIX = {"twice_daily_share": 0.2}
@@ -36,6 +36,9 @@ TEST_N = 20_000
 TEST_SEED = 987_654
 SEED_BASE = 1_000
 HORIZON = 24.0
+CALIBRATION = ("ici", "slope")
+"""Calibration figures compared with the truth: the interval as logged (``lo``/``hi``) and
+the plain percentile interval of the same bootstrap draws (``pct_lo``/``pct_hi``)."""
 FIELDS = (
     "preset",
     "n",
@@ -55,6 +58,11 @@ FIELDS = (
     "brier_hi",
     "brier_real",
     "brier_se",
+    *(
+        f"{m}_{k}"
+        for m in CALIBRATION
+        for k in ("validated", "lo", "hi", "pct_lo", "pct_hi", "boot_mean", "se", "real")
+    ),
     "seconds",
 )
 TARGET_MEAN_AUC, TARGET_MEAN_BRIER = 0.01, 0.003
@@ -99,7 +107,7 @@ def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
         cfg,
         LocalEngine(workers, progress=False),
         n_jobs=workers,
-        interval_metrics=("auc", "brier"),
+        interval_metrics=("auc", "brier", *CALIBRATION),
         interval_horizons=(HORIZON,),
     )
     test = test_cohort()
@@ -110,6 +118,25 @@ def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
         yt = test.y[e]
         auc, auc_lo, auc_hi = ev.registered(e, "auc_24m")
         brier, brier_lo, brier_hi = ev.registered(e, "brier_24m")
+        real_ici, real_slope = ici_and_slope_cr(
+            yt["time"], yt["event"], risk, EVENT_OF_INTEREST, HORIZON
+        )
+        calibration = {}
+        for m, real in (("ici", real_ici), ("slope", real_slope)):
+            est, lo, hi = ev.registered(e, f"{m}_24m")
+            detail = ev.interval_detail[f"{e}/{m}_24m"]
+            calibration.update(
+                {
+                    f"{m}_validated": est,
+                    f"{m}_lo": lo,
+                    f"{m}_hi": hi,
+                    f"{m}_pct_lo": detail["pct_lo"],
+                    f"{m}_pct_hi": detail["pct_hi"],
+                    f"{m}_boot_mean": detail["boot_mean"],
+                    f"{m}_se": ev.interval_sd[f"{e}/{m}_24m"],
+                    f"{m}_real": real,
+                }
+            )
         rows.append(
             {
                 "preset": cfg.name,
@@ -130,6 +157,7 @@ def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
                 "brier_lo": brier_lo,
                 "brier_hi": brier_hi,
                 "brier_real": brier_cr(yt["time"], yt["event"], risk, EVENT_OF_INTEREST, HORIZON),
+                **calibration,
                 "seconds": 0.0,
             }
         )
@@ -194,10 +222,35 @@ def summary(path: Path) -> pd.DataFrame:
                     (g.brier_lo <= g.brier_real) & (g.brier_real <= g.brier_hi)
                 ).mean(),
                 "brier_width": (g.brier_hi - g.brier_lo).mean(),
+                **calibration_summary(g),
                 "seconds": g.seconds.mean(),
             }
         )
     return pd.DataFrame(out)
+
+
+def calibration_summary(g: pd.DataFrame) -> dict[str, float]:
+    """ICI and slope against the real figure: mean difference, coverage and width of the
+    logged interval and of the plain percentile interval of the same draws ("pct"), and how
+    often each contains its own estimate (empty for rows written before they were recorded)."""
+    out: dict[str, float] = {}
+    for m in CALIBRATION:
+        if f"{m}_real" not in g or g[f"{m}_real"].isna().all():
+            continue
+        est, real = g[f"{m}_validated"], g[f"{m}_real"]
+        out[f"{m}_validated"] = est.mean()
+        out[f"{m}_real"] = real.mean()
+        out[f"{m}_mean_diff"] = (est - real).mean()
+        out[f"{m}_boot_bias"] = (g[f"{m}_boot_mean"] - est).mean()
+        for tag, lo, hi in (
+            ("", g[f"{m}_lo"], g[f"{m}_hi"]),
+            ("pct_", g[f"{m}_pct_lo"], g[f"{m}_pct_hi"]),
+        ):
+            out[f"{m}_{tag}coverage"] = ((lo <= real) & (real <= hi)).mean()
+            out[f"{m}_{tag}below"] = (real < lo).mean()
+            out[f"{m}_{tag}width"] = (hi - lo).mean()
+            out[f"{m}_{tag}has_estimate"] = ((lo <= est) & (est <= hi)).mean()
+    return out
 
 
 def main() -> None:
@@ -212,7 +265,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.summary:
         with pd.option_context("display.width", 250, "display.max_columns", 30):
-            print(summary(args.out).round(4).to_string(index=False))
+            print(summary(args.out).round(4).T.to_string())
         return
     cfg = bench_config(args.preset, args.workers)
     done = done_runs(args.out)
