@@ -1,11 +1,28 @@
 """Batch scoring on Ray Data: the same chunk function on a cluster's workers, in file order.
 
-A Ray Data datasource streams the file with the local run's own reader (same chunks, same
-row numbers, malformed CSV lines as rejects), a pool of actors that each hold the bundle once
-runs :func:`serving.batch.score_chunk` on each block, and the driver receives the results in
-file order (``preserve_order``), so it numbers, de-duplicates, audits and writes exactly as
-in a local run. Memory stays bounded: Ray Data's streaming executor holds back the reader
-when the object store fills.
+A Ray Data datasource (:mod:`serving.batch_ray_source`) streams the file with the local run's
+own reader (same chunks, same row numbers, malformed CSV lines as rejects), a pool of actors
+that each hold the bundle once runs :func:`serving.batch.score_chunk` on each block, and the
+driver receives the results in file order (``preserve_order``), so it numbers, de-duplicates,
+audits and writes exactly as in a local run.
+
+Memory (issue 12: the driver and every Ray process together under 2 GB whatever the file's
+size). Measured on a local cluster (release forest, 2 CPUs), the sum is made of: each scoring
+actor, 300-400 MB (imports, its copy of the bundle's trees, a chunk's per-tree curves); the
+driver, about 350 MB; Ray's own daemons and Ray Data's helper actors, about 700 MB, fixed;
+the reader's worker; and the object store's touched pages. Only the last two can grow with
+the file (the reader outruns the actors and its blocks wait in the store), so both are
+capped on purpose:
+
+- one scoring actor per CPU, never more (:func:`actor_count`), each fed one block at a time
+  (``max_tasks_in_flight_per_actor=1``): no actor queues chunks it cannot score yet;
+- Ray Data's object-store budget for this dataset is :data:`DATA_STORE_BYTES` (on any
+  cluster, ours or not), so the reader is held back once that many bytes of blocks wait;
+- a local cluster we start gets an object store of :data:`DEFAULT_OBJECT_STORE_BYTES`: the
+  pickled bundle (about 50 MB for the release forest) plus the dataset's budget plus room;
+- no idle workers prestarted (``enable_worker_prestart``): Ray would otherwise start one
+  Python process per CPU that this job never uses (its workers need our runtime_env);
+- the read task's module imports only the reader, not the model.
 """
 
 from __future__ import annotations
@@ -22,16 +39,21 @@ import pandas as pd
 from models.bundle import ModelBundle
 from serving.batch import ResultsFn, rejected_lines, score_chunk
 from serving.batch_io import ChunkReader
-
-ROW_COL = "_row"
-MALFORMED_COL = "_malformed"
+from serving.batch_ray_source import MALFORMED_COL, ROW_COL, chunk_source
 
 LOCAL_ADDRESS = "local"
 REPO_PACKAGES = ("features", "models", "serving")
 """Our packages shipped to the workers (``py_modules``), so a remote cluster needs no copy."""
-DEFAULT_OBJECT_STORE_BYTES = 512 * 1024**2
-"""The object store of a local cluster we start: results stream through it, so a small cap
-bounds memory without slowing the run."""
+DATA_STORE_BYTES = 64 * 1024**2
+"""Ray Data's object-store budget for the scoring dataset: a chunk of 2,000 rows is about
+1 MB in and 1 MB out, so 64 MB keeps dozens of chunks ahead of the actors (they never wait
+on the reader) while bounding what waits in the store."""
+DEFAULT_OBJECT_STORE_BYTES = 192 * 1024**2
+"""The object store of a local cluster we start: the bundle put once (about 50 MB), the
+dataset's budget (:data:`DATA_STORE_BYTES`) and room for results on their way to the
+driver. Above it Ray spills to disk rather than use more memory."""
+SYSTEM_CONFIG = {"enable_worker_prestart": False}
+"""A local cluster starts no idle workers ahead of time (see the module docstring)."""
 
 
 class ChunkScorer:
@@ -68,9 +90,10 @@ def init_ray(address: str, num_cpus: int | None = None,
              object_store_bytes: int | None = DEFAULT_OBJECT_STORE_BYTES) -> bool:
     """Connect to ``address`` or, for ``local``, start a cluster here; True if we started it.
 
-    A local cluster gets ``num_cpus`` (default: the machine's) and an object store capped at
-    ``object_store_bytes``. Ray >= 2.59 enables token authentication for local clusters;
-    ``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN_PATH`` in the environment are honoured as usual.
+    A local cluster gets ``num_cpus`` (default: the machine's), an object store capped at
+    ``object_store_bytes`` and no prestarted workers (see the module docstring). Ray >= 2.59
+    enables token authentication for local clusters; ``RAY_AUTH_MODE`` and
+    ``RAY_AUTH_TOKEN_PATH`` in the environment are honoured as usual.
     """
     import ray
 
@@ -82,50 +105,14 @@ def init_ray(address: str, num_cpus: int | None = None,
         "log_to_driver": False,
     }
     if address == LOCAL_ADDRESS:
-        kwargs |= {"num_cpus": num_cpus or os.cpu_count() or 1, "include_dashboard": False}
+        kwargs |= {"num_cpus": num_cpus or os.cpu_count() or 1, "include_dashboard": False,
+                   "_system_config": dict(SYSTEM_CONFIG)}
         if object_store_bytes:
             kwargs["object_store_memory"] = object_store_bytes
     else:
         kwargs["address"] = address
     ray.init(**kwargs)
     return True
-
-
-def chunk_source(path: Path, chunk_rows: int):
-    """A Ray Data datasource: the file read by :class:`serving.batch_io.ChunkReader` in one
-    streaming read task, as blocks of exactly the local run's chunks (a ``_row`` column holds
-    the data-row numbers), then the malformed lines, if any, as a last block.
-
-    Cutting the file exactly as a local run does keeps every value identical to the last bit:
-    the intervals' linear algebra can differ in the last digit when the same rows are scored
-    in batches of other sizes.
-    """
-
-    from ray.data import Datasource
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import ReadTask
-
-    class ChunkSource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return path.stat().st_size
-
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                           data_context=None) -> list:
-            meta = BlockMetadata(num_rows=None, size_bytes=path.stat().st_size,
-                                 input_files=[str(path)], exec_stats=None)
-            return [ReadTask(lambda: read_blocks(path, chunk_rows), meta)]
-
-    return ChunkSource()
-
-
-def read_blocks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The blocks of :func:`chunk_source` (run inside its read task)."""
-    reader = ChunkReader(path, chunk_rows)
-    for chunk in reader:
-        yield chunk.frame.assign(**{ROW_COL: chunk.rows})
-    if reader.malformed:
-        yield pd.DataFrame({ROW_COL: [m.row for m in reader.malformed],
-                            MALFORMED_COL: [m.reason for m in reader.malformed]})
 
 
 def _plain(batch: pd.DataFrame) -> pd.DataFrame:
@@ -138,26 +125,37 @@ def _plain(batch: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
+def actor_count(workers: int | None = None) -> int:
+    """Scoring actors: ``workers`` if given, else one per CPU of the cluster. More would only
+    add a process holding the bundle (300-400 MB each) without more CPU to run it."""
+    import ray
+
+    return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
                 workers: int | None = None) -> ResultsFn:
     """A ``results`` function for :func:`serving.batch.run_batch` that scores on Ray Data
     (Ray must be initialised: :func:`init_ray`)."""
     import ray
+    from ray.data import ActorPoolStrategy
 
     def results(reader: ChunkReader) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
+        ctx.execution_options.resource_limits = (
+            ctx.execution_options.resource_limits.copy(object_store_memory=DATA_STORE_BYTES))
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = ray.data.read_datasource(
-            chunk_source(reader.path, chunk_rows), ray_remote_args={"num_cpus": 0}
+            chunk_source(reader.path, chunk_rows), num_cpus=0
         ).map_batches(
             ChunkScorer,
             fn_constructor_args=([ray.put(bundle)], list(horizons)),
             batch_size=None,  # one block = one chunk, as cut by the reader
             batch_format="pandas",
-            concurrency=size,
+            compute=ActorPoolStrategy(size=actor_count(workers),
+                                      max_tasks_in_flight_per_actor=1),
             num_cpus=1,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
