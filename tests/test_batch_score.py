@@ -229,3 +229,37 @@ def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, 
         pd.testing.assert_frame_equal(outputs["local", fmt][0], outputs["ray", fmt][0],
                                       check_exact=True)
         assert outputs["local", fmt][1] == outputs["ray", fmt][1]
+
+
+def test_the_read_task_imports_only_the_reader():
+    """Ray's read task imports serving.batch_ray_source: the model, the scoring code and
+    numba must stay out of that process (they would cost it about 65 MB for nothing)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, serving.batch_ray_source; "
+            "print(sorted(m for m in ('models.bundle', 'serving.scoring', 'serving.batch', "
+            "'numba', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_local_cluster_is_started_with_its_memory_capped(monkeypatch):
+    """`--ray-address local`: the object store is capped and no idle worker is prestarted;
+    an existing cluster is only connected to (its own settings are its operator's)."""
+    import ray
+
+    from serving import batch_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert batch_ray.init_ray("local", num_cpus=2)
+    assert calls[-1]["object_store_memory"] == batch_ray.DEFAULT_OBJECT_STORE_BYTES
+    assert calls[-1]["object_store_memory"] < 2 * 1024**3 // 8
+    assert calls[-1]["_system_config"] == {"enable_worker_prestart": False}
+    assert calls[-1]["num_cpus"] == 2
+    assert batch_ray.init_ray("10.0.0.1:6379")
+    assert calls[-1]["address"] == "10.0.0.1:6379"
+    assert "object_store_memory" not in calls[-1] and "_system_config" not in calls[-1]
