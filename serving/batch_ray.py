@@ -62,6 +62,11 @@ class ChunkScorer:
     def __init__(self, bundle_ref: list, horizons: list[float]) -> None:
         import ray
 
+        from serving.loading import limit_numeric_threads
+
+        # one actor per CPU already: BLAS threads inside it would only spin against the
+        # other actors (same bits with one thread, see limit_numeric_threads)
+        limit_numeric_threads()
         self.bundle = ray.get(bundle_ref[0])
         gc.freeze()  # as the local command: keep the bundle out of the collector's scans
         self.horizons = horizons

@@ -451,6 +451,9 @@ def score_streaming(input_path: Path, output_path: Path, model, horizons: list[f
     except ScoringInputError as err:
         raise fail(str(err)) from err
     auditor = _chunk_auditor(trail, model, input_path) if trail is not None else None
+    from serving.loading import limit_numeric_threads
+
+    limit_numeric_threads()  # chunks are scored one at a time here, as in each Ray actor
     results, owns_ray = None, False
     if ray_address:
         from serving.batch_ray import init_ray, ray_results
