@@ -13,6 +13,7 @@ bundle when ``--card`` is given (docs/sample_model_card.md is made this way).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -41,9 +42,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--preset", default="release")
     ap.add_argument("--card", type=Path, default=None)
+    ap.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="keep the MLflow store (and artifacts) in this new folder, e.g. to write the "
+        "sample reports from the same model (default: a temporary folder)",
+    )
     args = ap.parse_args()
     cfg = load_config(args.preset)
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.store is not None:
+        args.store.mkdir(parents=True, exist_ok=False)
+    keep = contextlib.nullcontext(str(args.store.resolve())) if args.store else None
+    with keep or tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         load_before = os.getloadavg()
         started = time.perf_counter()

@@ -302,7 +302,19 @@ def _model_identity(bundle, info: dict[str, Any]) -> dict[str, Any]:
         "development_rows": prov.get("development_rows") or summary.get("n_rows"),
         "data_sha256": str(prov.get("data_sha256") or prov.get("training_data_sha256") or "")[:12],
         "n_trees": {e: getattr(m, "n_estimators", None) for e, m in bundle.models.items()},
+        "kind": model_kind(next(iter(bundle.models.values()))),
     }
+
+
+def model_kind(model: Any) -> str:
+    """What the served model is, in a few words for the report (a forest or an ensemble)."""
+    if hasattr(model, "members_") and hasattr(model, "weights_"):
+        names = ", ".join(name for name, _ in model.members_)
+        return f"stacked competing-risks ensemble ({names}; weights by cross-validation)"
+    return (
+        "competing-risks random survival forest "
+        f"({getattr(model, 'n_estimators', '?')} trees per endpoint)"
+    )
 
 
 def _shap_note(explainer: BundleExplainer) -> str:

@@ -72,9 +72,9 @@ def report(
 ) -> None:
     """Write the one-page explanation report of one patient (exit 2 if the patient is invalid).
 
-    The page shows the inputs, each endpoint's risk at 6, 12, 24 and 36 months with an
-    infinitesimal-jackknife interval, the risk curve against the cohort, an icon array, the
-    factors that move the risk most (exact TreeSHAP), and the model's identity, validated
+    The page shows the inputs, each endpoint's risk at 6, 12, 24 and 36 months with its 95 %
+    interval, the risk curve against the cohort, an icon array, the factors that move the
+    risk most (exact Shapley values over the 16 inputs), and the model's identity, validated
     performance and limits of use. Written atomically.
     """
     from models.bundle import BundleIntegrityError

@@ -227,12 +227,11 @@ def render_pdf(report: PatientReport, images: dict | None = None) -> bytes:
         pdf.set_y(max(left_bottom, top + CURVE_W * 0.58))
 
     pdf.heading("The model")
-    n_trees = next(iter(m["n_trees"].values()))
     pdf.para(
         f"{m['name']} v{m['version']}"
         + (f" ({m['alias']})" if m.get("alias") else "")
-        + f", created {m['created_at']}; competing-risks random survival forest "
-        f"({n_trees} trees per endpoint), trained on {m['development_rows']} patients of "
+        + f", created {m['created_at']}; {m['kind']}, "
+        f"trained on {m['development_rows']} patients of "
         f"the {m['data_source']} (data SHA-256 {m['data_sha256'] or 'n/a'})."
     )
     widths = (50.0, 36.0, 36.0, 36.0, 22.0)

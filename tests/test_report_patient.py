@@ -93,6 +93,22 @@ def test_report_content_matches_the_model(bundle, patient, report):
         assert all(("EQD2" not in f.description) or "Gy" in f.description for f in s.factors)
     assert any("re-irradiation EQD2" in d and d.endswith("Gy") for d in report.derived)
     assert report.model["n_trees"] == {e: 50 for e in ENDPOINTS}
+    assert report.model["kind"] == "competing-risks random survival forest (50 trees per endpoint)"
+    assert report.model["kind"] in render_html(report)
+
+
+def test_an_ensemble_is_named_as_such():
+    from features.pipeline import build_features, encode_endpoint
+    from features.synthetic import simulate_cohort
+    from models.ensemble import CompetingRiskEnsemble
+    from serving.report import model_kind
+
+    df = simulate_cohort(120, seed=1)
+    model = CompetingRiskEnsemble(forest_leaf_sizes=(10,), n_estimators=8, cv=3, random_state=0)
+    model.fit(build_features(df), encode_endpoint(df, ENDPOINTS[0]))
+    kind = model_kind(model)
+    assert kind.startswith("stacked competing-risks ensemble") and "cox" in kind
+    assert "forest (" not in kind
 
 
 def test_per_hundred_wording():

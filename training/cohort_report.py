@@ -1,8 +1,8 @@
 """The cohort report: how the model performs and what drives it, on a cohort with outcomes.
 
 For a clinician deciding whether to trust the model at all (design.md): performance with
-bootstrap intervals, calibration, decision curves, global explanations (exact TreeSHAP over
-the cohort: importance per endpoint and horizon, beeswarm, dependence and time-dependent
+bootstrap intervals, calibration, decision curves, global explanations (exact Shapley values
+over the cohort: importance per endpoint and horizon, beeswarm, dependence and time-dependent
 importance), a data summary, the training run's own validated metrics when known, and the
 TRIPOD+AI items. One self-contained HTML file (figures inlined as base64 PNG).
 """

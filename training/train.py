@@ -78,7 +78,10 @@ VALIDATION_METHOD = (
     "{r} x {k}-fold cross-validation by patient; every modelling step (tuning included) "
     "redone inside each fold; metrics of the pooled out-of-fold predictions, mean over repeats"
 )
-INTERVAL_METHOD = "percentile bootstrap of patients over the out-of-fold predictions (B={b})"
+INTERVAL_METHOD = (
+    "percentile bootstrap of patients over the out-of-fold predictions (B={b}); the ICI's "
+    "interval shifted by the bootstrap's bias estimate"
+)
 AUC_MEANING = (
     "AUC at H months: the chance that a patient who had the event by H was given a higher "
     "risk than one who did not (controls: everyone else, competing events included)"

@@ -117,7 +117,7 @@ TRIPOD_AI: tuple[TripodItem, ...] = (
         "25",
         "Interpretation: explanations",
         "met",
-        "exact TreeSHAP, global (cohort report) and per patient (report)",
+        "exact Shapley values, global (cohort report) and per patient (report)",
     ),
     TripodItem("26", "Usability: how to use, by whom", "met", "model card 'Intended use'"),
     TripodItem("27", "Limitations", "met", "model card 'Caveats'; report small print"),
