@@ -57,7 +57,7 @@ INPUT_LABELS: dict[str, tuple[str, str]] = {
 }
 
 INTENDED_USE = (
-    "Research and teaching: to show how a competing-risks forest would estimate the risk of "
+    "Research and teaching: to show how a competing-risks model would estimate the risk of "
     "grade >=3 mucosal necrosis and of fatal haemorrhage after re-irradiation of a recurrent "
     "nasopharyngeal carcinoma, for adults whose inputs lie within the training data's ranges, "
     "as one input to a multidisciplinary discussion."
