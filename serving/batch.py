@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.config import ENDPOINTS
 from features.schema import PatientInput, Violation, check_columns, validate_rows
@@ -31,6 +33,7 @@ from serving.batch_io import (
     RejectWriter,
     ResultWriter,
     file_columns,
+    float_texts,
     rejects_path,
 )
 from serving.scoring import score_inputs
@@ -151,29 +154,46 @@ class Summary:
         return EXIT_OK if self.n_rejected == 0 else EXIT_REJECTED
 
 
-def _risk_outputs(frame: pd.DataFrame, horizons: Sequence[float]) -> dict:
+def value_texts(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, pa.Array]:
+    """The ``repr`` text of every value of the float ``columns`` (formatted once per chunk:
+    the audit records and the CSV output both use it)."""
+    return {c: float_texts(frame[c].to_numpy(dtype=float))
+            for c in columns if c not in TEXT_COLUMNS}
+
+
+def _risk_outputs(frame: pd.DataFrame, horizons: Sequence[float],
+                  texts: dict[str, pa.Array] | None = None) -> dict:
     """What the audit trail keeps of a chunk's scored rows, in their order (no identifiers).
 
     Columnar, so a million rows stay cheap to record: per endpoint, ``cif``, ``lower`` and
     ``upper`` as text, one value per row and horizon in row-major order (``repr`` digits, so
     the numbers are exact), and the number of assumptions and warnings of each row.
+    ``texts``: :func:`value_texts` of the frame when the caller has them.
     """
-    def text(values: np.ndarray) -> str:
-        return ",".join(map(repr, values.ravel().tolist()))
+    texts = value_texts(frame, result_columns(horizons)) if texts is None else texts
+
+    def text(columns: list[str]) -> str:
+        if len(frame) == 0:
+            return ""
+        rows = pc.binary_join_element_wise(*[texts[c] for c in columns], ",")
+        return ",".join(rows.to_pylist())
 
     risks = {}
     for e in ENDPOINTS:
         risks[e] = {
-            stat: text(frame[[f"{e}_{h:g}m{suffix}" for h in horizons]].to_numpy(dtype=float))
+            stat: text([f"{e}_{h:g}m{suffix}" for h in horizons])
             for stat, suffix in (("cif", ""), ("lower", "_lower"), ("upper", "_upper"))
         }
 
-    def count(values) -> list[int]:
-        return [len(v.split("; ")) if v else 0 for v in values]
+    def count(values: pd.Series) -> list[int]:
+        arr = pa.array(values.to_numpy(dtype=object), type=pa.string(),
+                       from_pandas=True).fill_null("")
+        parts = pc.add(pc.count_substring(arr, "; "), 1)
+        return pc.if_else(pc.greater(pc.utf8_length(arr), 0), parts, 0).to_pylist()
 
     return {"format": "columns-v1", "horizons": [float(h) for h in horizons], "risks": risks,
-            "n_assumed": count(frame["assumed"].tolist()),
-            "n_warnings": count(frame["warnings"].tolist())}
+            "n_assumed": count(frame["assumed"]),
+            "n_warnings": count(frame["warnings"])}
 
 
 class RowLedger:
@@ -253,12 +273,13 @@ class BatchRun:
     def consume(self, result: pd.DataFrame, rows: np.ndarray) -> None:
         """One chunk's :func:`score_chunk` output and the data-row numbers of its lines."""
         kept = result.loc[self.ledger.take(result, rows), self.columns]
+        texts = value_texts(kept, self.columns)
         if self.audit is not None:
             if self._held is not None:
                 self.audit(*self._held, None)
             self._held = (self.n_chunks, kept["patient_id"].tolist(),
-                          _risk_outputs(kept, self.horizons))
-        self.results.write(kept)
+                          _risk_outputs(kept, self.horizons, texts))
+        self.results.write(kept, texts)
         self.n_chunks += 1
 
     def summary(self) -> Summary:
