@@ -50,11 +50,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
 from sklearn.base import clone
 
 from features.config import EVENT_CENSORED, EVENT_OF_INTEREST
 from models._cif import check_survival_y, grid_indices
+from models._interval_kernels import (
+    VARIANT_CODES,
+    interval_bounds,
+    neighbour_lookup,
+    weighted_average,
+)
 from models.uncertainty import DEFAULT_LEVEL, normal_quantile, smooth_over_time
 
 DEFAULT_RESAMPLES = 8
@@ -71,7 +76,6 @@ VARIANTS = ("spread", "shrink", "shrink_rms", "directional", "shrink_rms_logit")
 LOGIT_FLOOR = 0.02
 """Risks are kept in [floor, 1 - floor] for the logit-scale derivative (no explosion near 0)."""
 DEFAULT_VARIANT = "shrink_rms"
-CHUNK = 512
 SEED_UPPER = 2**31 - 1
 
 
@@ -160,33 +164,10 @@ class ResampleIntervals:
         """
         xs = self._standardise(X)
         ref = self.train_features
-        n_ref = ref.shape[0]
-        k = min(self.n_neighbours, n_ref)
-        kk = min(2 * k, n_ref)
-        ref_sq = np.einsum("ij,ij->i", ref, ref)
-        idx = np.empty((xs.shape[0], kk), dtype=np.int64)
-        dist2 = np.empty((xs.shape[0], kk))
-        for a in range(0, xs.shape[0], CHUNK):
-            block = xs[a : a + CHUNK]
-            d2 = (
-                ref_sq[None, :] - 2.0 * block @ ref.T + np.einsum("ij,ij->i", block, block)[:, None]
-            )
-            part = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
-            rows = np.arange(block.shape[0])[:, None]  # row-wise gathers (take_along_axis)
-            pd2 = d2[rows, part]
-            order = np.argsort(pd2, axis=1)
-            idx[a : a + CHUNK] = part[rows, order]
-            dist2[a : a + CHUNK] = np.maximum(pd2[rows, order], 0.0)
-        if getattr(self, "weighting", "kernel") == "uniform":
-            w = np.zeros_like(dist2)
-            w[:, :k] = 1.0 / k
-            return idx, w
-        h2 = np.maximum(dist2[:, [k - 1]], 1e-12)
-        w = np.exp(-0.5 * dist2 / h2) - np.exp(-0.5 * dist2[:, [-1]] / h2)
-        w = np.clip(w, 0.0, None)
-        total = w.sum(axis=1, keepdims=True)
-        w = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / kk)
-        return idx, w
+        k = min(self.n_neighbours, ref.shape[0])
+        kk = min(2 * k, ref.shape[0])
+        uniform = getattr(self, "weighting", "kernel") == "uniform"
+        return neighbour_lookup(np.ascontiguousarray(xs), ref, k, kk, uniform)
 
     def _average(self, values: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Weighted average over each row's neighbours of per-training-patient ``values``."""
@@ -227,26 +208,20 @@ class ResampleIntervals:
 
         0 <= lower <= cif <= upper <= 1, both non-decreasing along the grid.
         """
-        cif_grid = np.asarray(cif_grid, dtype=float)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}")
+        cif_grid = np.ascontiguousarray(cif_grid, dtype=float)
         idx, w = self.neighbours(X)
-        bias = self._average(self.bias, idx, w).astype(float)
-        var = self._average(self.variance, idx, w).astype(float)
-        shift, se_lo, se_hi = self._correct(
-            smooth_over_time(bias, SMOOTH_HALF_WIDTH), smooth_over_time(var, SMOOTH_HALF_WIDTH)
+        return interval_bounds(
+            cif_grid,
+            weighted_average(self.bias, idx, w),
+            weighted_average(self.variance, idx, w),
+            np.asarray(self.slope, dtype=float),
+            VARIANT_CODES[self.variant],
+            SMOOTH_HALF_WIDTH,
+            normal_quantile(level),
+            LOGIT_FLOOR,
         )
-        z = normal_quantile(level)
-        centre = np.clip(cif_grid - shift, 0.0, 1.0)
-        if self.variant.endswith("_logit"):
-            p = np.clip(centre, LOGIT_FLOOR, 1.0 - LOGIT_FLOOR)
-            slope = p * (1.0 - p)
-            lower = expit(logit(p) - z * se_lo / slope) - (p - centre)
-            upper = expit(logit(p) + z * se_hi / slope) - (p - centre)
-        else:
-            lower, upper = centre - z * se_lo, centre + z * se_hi
-        lower, upper = np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
-        upper = np.maximum.accumulate(np.maximum(upper, cif_grid), axis=1)
-        lower = np.minimum.accumulate(np.minimum(lower, cif_grid)[:, ::-1], axis=1)[:, ::-1]
-        return np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
 
     def grid_difference(
         self,

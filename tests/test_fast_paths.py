@@ -108,31 +108,76 @@ def test_smoothing_equals_the_plain_formula():
             assert np.array_equal(smooth_over_time(se, half), _smooth_reference(se, half))
 
 
-def _neighbours_reference(iv, X):
-    xs = iv._standardise(X)
-    ref = iv.train_features
+def _numpy_interval(iv, X, cif):
+    """The interval recipe as numpy formulas (the code before the compiled kernels): exact
+    float64 distances, a stable sort, the kernel weights, then ``grid_interval``'s steps."""
+    from scipy.special import expit, logit
+
+    from models.intervals import LOGIT_FLOOR, SMOOTH_HALF_WIDTH
+    from models.uncertainty import normal_quantile
+
+    xs = iv._standardise(X).astype(np.float64)
+    ref = iv.train_features.astype(np.float64)
     k = min(iv.n_neighbours, ref.shape[0])
     kk = min(2 * k, ref.shape[0])
-    d2 = (np.einsum("ij,ij->i", ref, ref)[None, :] - 2.0 * xs @ ref.T
-          + np.einsum("ij,ij->i", xs, xs)[:, None])
-    part = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
-    pd2 = np.take_along_axis(d2, part, axis=1)
-    order = np.argsort(pd2, axis=1)
-    dist2 = np.maximum(np.take_along_axis(pd2, order, axis=1), 0.0).astype(np.float64)
-    return np.take_along_axis(part, order, axis=1), dist2
+    d2 = ((xs[:, None, :] - ref[None, :, :]) ** 2).sum(axis=2)
+    idx = np.argsort(d2, axis=1, kind="stable")[:, :kk]
+    dist2 = np.take_along_axis(d2, idx, axis=1)
+    h2 = np.maximum(dist2[:, [k - 1]], 1e-12)
+    w = np.clip(np.exp(-0.5 * dist2 / h2) - np.exp(-0.5 * dist2[:, [-1]] / h2), 0, None)
+    w = w / w.sum(axis=1, keepdims=True)
+    bias = np.einsum("mk,mkg->mg", w, iv.bias[idx].astype(float))
+    var = np.einsum("mk,mkg->mg", w, iv.variance[idx].astype(float))
+    shift, se_lo, se_hi = iv._correct(smooth_over_time(bias, SMOOTH_HALF_WIDTH),
+                                      smooth_over_time(var, SMOOTH_HALF_WIDTH))
+    z = normal_quantile()
+    centre = np.clip(cif - shift, 0.0, 1.0)
+    if iv.variant.endswith("_logit"):
+        p = np.clip(centre, LOGIT_FLOOR, 1.0 - LOGIT_FLOOR)
+        slope = p * (1.0 - p)
+        lower = expit(logit(p) - z * se_lo / slope) - (p - centre)
+        upper = expit(logit(p) + z * se_hi / slope) - (p - centre)
+    else:
+        lower, upper = centre - z * se_lo, centre + z * se_hi
+    lower, upper = np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
+    upper = np.maximum.accumulate(np.maximum(upper, cif), axis=1)
+    lower = np.minimum.accumulate(np.minimum(lower, cif)[:, ::-1], axis=1)[:, ::-1]
+    return idx, w, np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
 
 
-def test_neighbour_lookup_equals_the_take_along_axis_formula():
+@pytest.mark.parametrize("variant", ["spread", "shrink", "shrink_rms", "directional",
+                                     "shrink_rms_logit"])
+def test_compiled_interval_equals_the_numpy_recipe(variant):
+    from dataclasses import replace
+
     model = ensemble()
     X, y = data()
-    iv = fit_resample_intervals(model, X, y, n_resamples=2, resample_params={"n_estimators": 4})
-    Xa = X.to_numpy()[:40]
+    iv = replace(fit_resample_intervals(model, X, y, n_resamples=3,
+                                        resample_params={"n_estimators": 4}), variant=variant)
+    Xa = X.to_numpy()[:60]
+    cif = model.predict_cause_cif(X.iloc[:60], 1)
     idx, w = iv.neighbours(Xa)
-    ref_idx, ref_d2 = _neighbours_reference(iv, Xa)
+    ref_idx, ref_w, ref_lo, ref_hi = _numpy_interval(iv, Xa, cif)
     assert np.array_equal(idx, ref_idx)
-    h2 = np.maximum(ref_d2[:, [iv.n_neighbours - 1]], 1e-12)
-    expect = np.clip(np.exp(-0.5 * ref_d2 / h2) - np.exp(-0.5 * ref_d2[:, [-1]] / h2), 0, None)
-    assert np.array_equal(w, expect / expect.sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(w, ref_w, rtol=0, atol=1e-12)
+    lower, upper = iv.grid_interval(Xa, cif)
+    np.testing.assert_allclose(lower, ref_lo, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(upper, ref_hi, rtol=0, atol=1e-9)
+    assert np.all((lower <= cif) & (cif <= upper))
+
+
+def test_a_patients_interval_does_not_depend_on_its_batch():
+    """Row by row: the same bits alone, in a batch of 60, or at the end of an odd block
+    (Ray's blocks and the local chunks cut a file differently)."""
+    model = ensemble()
+    X, y = data()
+    iv = fit_resample_intervals(model, X, y, n_resamples=3, resample_params={"n_estimators": 4})
+    Xa = X.to_numpy()[:60]
+    cif = model.predict_cause_cif(X.iloc[:60], 1)
+    lower, upper = iv.grid_interval(Xa, cif)
+    for a, b in ((0, 1), (59, 60), (17, 30)):
+        lo, hi = iv.grid_interval(Xa[a:b], cif[a:b])
+        assert np.array_equal(lo, lower[a:b]) and np.array_equal(hi, upper[a:b])
 
 
 def test_bundle_grid_paths_equal_the_explicit_grid_and_the_warnings_the_per_column_loop():
