@@ -31,6 +31,7 @@ starts a second chain. This replaces the JSON-lines log (``REIRRAD_AUDIT_LOG``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -40,7 +41,7 @@ import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -512,63 +513,100 @@ class AuditTrail:
         self.engine.dispose()
 
 
-@dataclass
-class _Pending:
-    record: AuditRecord
-    seq: int | None = None
-    error: BaseException | None = None
-    done: bool = False
+Done = Callable[[int | None, BaseException | None], None]
+"""How the writer thread reports one record: its number, or the error that kept it out."""
+
+
+def _settle(future: asyncio.Future, seq: int | None, err: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; its record is committed all the same
+        return
+    if err is not None:
+        future.set_exception(err)
+    else:
+        future.set_result(seq)
 
 
 class GroupCommitWriter:
-    """Many request threads, one committing at a time, each commit carrying every record that
-    arrived meanwhile (group commit, as databases do for their own logs).
+    """One writer thread commits every record queued since its last commit in one transaction
+    (group commit, as databases do for their own logs); callers wait for their own record.
 
     A durable commit costs an fsync (milliseconds on a busy disk) and appends are serialised
     by the chain, so committing one record per transaction would cap a worker at one call per
-    fsync. Here the first caller to find no commit running becomes the leader and commits all
-    pending records in one transaction (:meth:`AuditTrail.append_many`); the others wait for
-    it. Every caller still returns only once its own record is committed.
+    fsync. The service's event loop awaits :meth:`commit` (a future settled by the writer
+    thread: no worker thread borrowed per call, no lock handed around); threads use
+    :meth:`append`. Either returns only once the record is committed, and raises what kept it
+    out (the gate then answers 503: fail closed).
     """
 
     def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
         self._cond = threading.Condition()
-        self._pending: list[_Pending] = []
-        self._committing = False
+        self._queue: list[tuple[AuditRecord, Done]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="reirrad-audit-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _submit(self, record: AuditRecord, done: Done) -> None:
+        with self._cond:
+            if self._closed:
+                raise AuditError("the audit writer is closed")
+            self._queue.append((record, done))
+            self._cond.notify()
+
+    async def commit(self, record: AuditRecord) -> int:
+        """Commit ``record`` (possibly with others); its number once it is durable."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(record, lambda seq, err: loop.call_soon_threadsafe(_settle, future, seq,
+                                                                        err))
+        return await future
 
     def append(self, record: AuditRecord) -> int:
-        """Commit ``record`` (possibly with others); return its number once it is durable."""
-        mine = _Pending(record)
-        with self._cond:
-            self._pending.append(mine)
-            while not mine.done and self._committing:
-                self._cond.wait()
-            if mine.done:
-                return self._result(mine)
-            self._committing = True
-            batch, self._pending = self._pending, []
-        try:
-            seqs = self.trail.append_many([p.record for p in batch])
-        except BaseException as err:  # every waiter of this batch learns it failed
-            for p in batch:
-                p.error = err
-        else:
-            for p, seq in zip(batch, seqs, strict=True):
-                p.seq = seq
-        with self._cond:
-            for p in batch:
-                p.done = True
-            self._committing = False
-            self._cond.notify_all()
-        return self._result(mine)
+        """:meth:`commit` for a thread: blocks until ``record`` is committed."""
+        finished = threading.Event()
+        box: dict[str, Any] = {}
 
-    @staticmethod
-    def _result(p: _Pending) -> int:
-        if p.error is not None:
-            raise p.error
-        assert p.seq is not None
-        return p.seq
+        def done(seq: int | None, err: BaseException | None) -> None:
+            box.update(seq=seq, err=err)
+            finished.set()
+
+        self._submit(record, done)
+        finished.wait()
+        if box["err"] is not None:
+            raise box["err"]
+        return int(box["seq"])
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                seqs = self.trail.append_many([record for record, _ in batch])
+            except BaseException as err:  # every caller of this batch learns it failed
+                for _, done in batch:
+                    _report(done, None, err)
+            else:
+                for (_, done), seq in zip(batch, seqs, strict=True):
+                    _report(done, seq, None)
+
+
+def _report(done: Done, seq: int | None, err: BaseException | None) -> None:
+    """Tell one caller; a caller that cannot hear any more (its event loop closed at shutdown)
+    must not stop the writer for the others."""
+    with contextlib.suppress(RuntimeError):
+        done(seq, err)
 
 
 def _parse_anchor(anchor: str) -> tuple[int, str]:

@@ -29,8 +29,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from serving.audit import AuditRecord
 
 logger = logging.getLogger("reirrad.api")
@@ -214,8 +212,7 @@ class Gate:
                       kind: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A refusal made by the gate: audited, logged on one line, answered."""
         try:
-            await anyio.to_thread.run_sync(svc.audit_writer.append,
-                                           call.record(status, svc.model_dict))
+            await svc.audit_writer.commit(call.record(status, svc.model_dict))
         except Exception:
             logger.error("audit trail unavailable: %s refused with 503 request_id=%s",
                          call.route, call.request_id, exc_info=True)
@@ -250,8 +247,7 @@ class Gate:
                 status = int(message["status"])
                 state["status"] = status
                 try:
-                    await anyio.to_thread.run_sync(svc.audit_writer.append,
-                                                   call.record(status, svc.model_dict))
+                    await svc.audit_writer.commit(call.record(status, svc.model_dict))
                 except Exception:
                     logger.error("audit trail unavailable: %s answered 503 request_id=%s",
                                  call.route, call.request_id, exc_info=True)

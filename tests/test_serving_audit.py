@@ -265,3 +265,48 @@ def test_group_commit_shares_transactions_and_keeps_one_chain(tmp_path):
     trail.append_many = failing
     with pytest.raises(RuntimeError, match="locked"):
         writer.append(AuditRecord("x", "/score", 200, "c"))
+
+
+def test_event_loop_commits_share_transactions_and_failures_reach_each_caller(tmp_path):
+    import asyncio
+    import time
+
+    from serving.audit import GroupCommitWriter
+
+    trail = AuditTrail(str(tmp_path / "audit.db"), KEY)
+    calls = []
+    real = trail.append_many
+    broken = {"now": False}
+
+    def slow_append_many(records):
+        calls.append(len(records))
+        time.sleep(0.02)
+        if broken["now"]:
+            raise OSError("disk full")
+        return real(records)
+
+    trail.append_many = slow_append_many
+    writer = GroupCommitWriter(trail)
+
+    async def many(n):
+        return await asyncio.gather(
+            *(writer.commit(AuditRecord(f"r{i}", "/score", 200, "c")) for i in range(n))
+        )
+
+    seqs = asyncio.run(many(30))
+    assert sorted(seqs) == list(range(1, 31))
+    assert sum(calls) == 30 and len(calls) < 30  # records shared commits
+    broken["now"] = True
+
+    async def failing():
+        return await asyncio.wait_for(asyncio.gather(
+            *(writer.commit(AuditRecord(f"x{i}", "/score", 200, "c")) for i in range(3)),
+            return_exceptions=True), timeout=10)
+
+    results = asyncio.run(failing())
+    assert all(isinstance(r, OSError) for r in results)
+    broken["now"] = False
+    assert writer.append(AuditRecord("after", "/score", 200, "c")) == 31  # the writer lives on
+    writer.close()
+    check = trail.verify()
+    assert check.ok and check.n_records == 31
