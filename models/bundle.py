@@ -207,10 +207,16 @@ class ModelBundle:
         # the interval models read plain arrays: convert the table once, not per endpoint
         Xa = X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X
         out = {}
+        found: list[tuple[object, tuple[np.ndarray, np.ndarray]]] = []  # neighbours, once
         for e, model in self.models.items():
             if self.intervals is not None:
                 g = np.asarray(cif[e] if on_grid else grid_cif[e], dtype=float)
-                lower, upper = self.intervals[e].grid_interval(Xa, g, level=level)
+                iv = self.intervals[e]
+                near = next((nb for other, nb in found if iv.same_lookup(other)), None)
+                if near is None:
+                    near = iv.neighbours(Xa)
+                    found.append((iv, near))
+                lower, upper = iv.grid_interval(Xa, g, level=level, neighbours=near)
                 if on_grid:  # read on the grid around these very CIFs: its guarantees hold
                     out[e] = (lower, upper)
                     continue

@@ -151,6 +151,19 @@ class ResampleIntervals:
         x = np.asarray(X, dtype=float)
         return ((x - self.feature_mean) / self.feature_scale).astype(np.float32)
 
+    def same_lookup(self, other: ResampleIntervals) -> bool:
+        """True when ``other`` finds the same neighbours with the same weights for any input:
+        the endpoints of one bundle share their training patients, so the lookup, most of
+        an interval's cost, is done once for both."""
+        return (
+            self.n_neighbours == other.n_neighbours
+            and getattr(self, "weighting", "kernel") == getattr(other, "weighting", "kernel")
+            and self.train_features.dtype == other.train_features.dtype
+            and np.array_equal(self.feature_mean, other.feature_mean)
+            and np.array_equal(self.feature_scale, other.feature_scale)
+            and np.array_equal(self.train_features, other.train_features)
+        )
+
     def neighbours(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(indices, weights), each (m, 2k): each row's 2k nearest training patients in
         standardised feature space and their weights (summing to 1 per row).
@@ -202,16 +215,22 @@ class ResampleIntervals:
 
     # -- intervals ---------------------------------------------------------------------
     def grid_interval(
-        self, X, cif_grid: np.ndarray, level: float = DEFAULT_LEVEL
+        self,
+        X,
+        cif_grid: np.ndarray,
+        level: float = DEFAULT_LEVEL,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) on the whole grid, each (m, G), around ``cif_grid`` (m, G).
 
-        0 <= lower <= cif <= upper <= 1, both non-decreasing along the grid.
+        0 <= lower <= cif <= upper <= 1, both non-decreasing along the grid. ``neighbours``:
+        :meth:`neighbours` of ``X`` when the caller has them, from this model or one for
+        which :meth:`same_lookup` holds (a bundle's endpoints look them up once).
         """
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}")
         cif_grid = np.ascontiguousarray(cif_grid, dtype=float)
-        idx, w = self.neighbours(X)
+        idx, w = self.neighbours(X) if neighbours is None else neighbours
         return interval_bounds(
             cif_grid,
             weighted_average(self.bias, idx, w),

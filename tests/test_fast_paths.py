@@ -205,3 +205,63 @@ def test_bundle_grid_paths_equal_the_explicit_grid_and_the_warnings_the_per_colu
                 )
         assert bundle.applicability_warnings(X) == expect
         assert expect[0]
+
+
+def _lookup_one_by_one(xs, ref, k, kk):
+    """The neighbour lookup candidate by candidate, in plain Python (the compiled kernel's
+    first form): each distance summed feature after feature, equal distances in index order,
+    the kernel weights with ``math.exp``."""
+    import math
+
+    out_idx, out_w = [], []
+    for x in xs.astype(np.float64):
+        d = []
+        for row in ref.astype(np.float64):
+            s = 0.0
+            for a, b in zip(x.tolist(), row.tolist(), strict=True):
+                s += (a - b) * (a - b)
+            d.append(s)
+        order = sorted(range(len(d)), key=lambda j: (d[j], j))[:kk]
+        best = [d[j] for j in order]
+        h2 = max(best[k - 1], 1e-12)
+        edge = math.exp(-0.5 * best[-1] / h2)
+        w = [max(math.exp(-0.5 * b / h2) - edge, 0.0) for b in best]
+        total = 0.0
+        for v in w:
+            total += v
+        out_idx.append(order)
+        out_w.append([v / total if total > 0 else 1.0 / kk for v in w])
+    return np.array(out_idx), np.array(out_w)
+
+
+def test_neighbour_lookup_is_bit_for_bit_the_candidate_by_candidate_loop():
+    from models._interval_kernels import neighbour_lookup
+
+    rng = np.random.default_rng(SEED)
+    ref = rng.normal(size=(150, 21)).astype(np.float32)
+    ref[1::9] = ref[0]  # repeated training patients: tied distances
+    xs = np.concatenate([rng.normal(size=(6, 21)), ref[:2].astype(np.float64) + 1e-3])
+    xs = xs.astype(np.float32)
+    idx, w = neighbour_lookup(xs, ref, 10, 20, False)
+    ref_idx, ref_w = _lookup_one_by_one(xs, ref, 10, 20)
+    assert np.array_equal(idx, ref_idx)
+    assert np.array_equal(w, ref_w)
+
+
+def test_endpoints_share_their_neighbours_only_when_the_lookup_is_the_same():
+    from dataclasses import replace
+
+    from tests.test_intervals import cohort, interval_bundle
+
+    bundle = interval_bundle()
+    X = cohort().X.iloc[:30]
+    grid = bundle.predict_cif_features(X)
+    bands = bundle.risk_intervals(X, None, cif=grid)
+    Xa = X.to_numpy(dtype=float)
+    for e, iv in bundle.intervals.items():
+        alone = iv.grid_interval(Xa, grid[e])
+        assert np.array_equal(bands[e][0], alone[0]) and np.array_equal(bands[e][1], alone[1])
+    a, b = bundle.intervals.values()
+    assert a.same_lookup(b)
+    assert not a.same_lookup(replace(b, train_features=b.train_features + 1))
+    assert not a.same_lookup(replace(b, n_neighbours=b.n_neighbours + 1))
