@@ -81,16 +81,15 @@ class _CauseSpecificHazards(GridCIFMixin, BaseEstimator):
     def _cif_on_grid_checked(self, Xv: np.ndarray, cause: int | None = None) -> np.ndarray:
         """As ``_cif_on_grid`` for a float64 array its caller checked (no second check);
         with ``cause``, that cause's CIF, (n, G) (every cause's hazard enters it)."""
-        cif = self._cif_from_checked(Xv)
-        return cif if cause is None else cif[:, cause - 1, :]
+        return self._cif_from_checked(Xv, cause)
 
-    def _cif_from_checked(self, Xv: np.ndarray) -> np.ndarray:
+    def _cif_from_checked(self, Xv: np.ndarray, cause: int | None = None) -> np.ndarray:
         d_cumhaz = np.zeros((Xv.shape[0], self.n_causes_, self.event_times_.size))
         for c, model in enumerate(self.models_):
             if model is not None:
                 hr = np.exp(self._log_risk(model, Xv))
                 d_cumhaz[:, c, :] = hr[:, None] * self.baseline_increments_[c][None, :]
-        return cif_from_cumulative_hazard_increments(d_cumhaz)
+        return cif_from_cumulative_hazard_increments(d_cumhaz, cause)
 
 
 class CauseSpecificCox(_CauseSpecificHazards):

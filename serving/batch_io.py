@@ -274,7 +274,10 @@ def float_texts(values: np.ndarray) -> pa.Array:
     text = pc.cast(pa.array(v), pa.string())
     with np.errstate(invalid="ignore"):
         a = np.abs(v)
-        odd = ~((a >= PLAIN_LOW) & (a < PLAIN_HIGH) & (v != np.floor(v)))
+        whole = (v == np.floor(v)) & (a < PLAIN_HIGH)
+        odd = ~(((a >= PLAIN_LOW) & (a < PLAIN_HIGH)) | whole)
+    if whole.any():  # '0' -> '0.0' (a risk's bounds are often exactly 0 or 1)
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, ".0", ""), text)
     if odd.any():
         where = np.flatnonzero(odd)
         fixed = text.to_numpy(zero_copy_only=False).astype(object)
