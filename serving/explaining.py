@@ -44,7 +44,9 @@ def explain_patient(
     h = check_horizons(bundle, horizons)
     X = bundle.features_from_inputs([patient])
     served = bundle.predict_cif_features(X, h)[endpoint][0]
-    exp = explainer.explain([patient], endpoints=[endpoint])[endpoint].grouped()
+    # only the horizons asked for: each the same, bit for bit, as in the whole grid's
+    # explanation, at a fraction of the cost
+    exp = explainer.explain([patient], endpoints=[endpoint], times=h)[endpoint].grouped()
     out = []
     for j, months in enumerate(h):
         base, phi, _ = exp.at(months)

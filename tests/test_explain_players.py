@@ -260,3 +260,40 @@ def test_the_real_ensemble_is_exact(toy):
     assert len(ens.members_) == 3
     ens.weights_ = np.array([[0.2, 0.3, 0.5], [0.5, 0.25, 0.25]])  # every member counts
     _check_against_brute_force(ens, TOY_MAP, inputs, [5, 66], inputs.iloc[120:125])
+
+
+def test_exact_against_a_background_of_two_words(toy):
+    """K = 100 background rows: row sets of two 64-bit words, and at the multi-parent splits
+    many rows' directions as different functions of the free parents (grouped, then branched
+    on the parents each depends on), still the brute-force values."""
+    inputs, forest, cox = toy
+    for model in (forest, cox):
+        _check_against_brute_force(model, TOY_MAP, inputs, [3, 250], inputs.iloc[120:220])
+
+
+@pytest.mark.parametrize("member", ["forest", "cox", "ensemble"])
+def test_horizons_asked_for_are_the_whole_grids_columns(toy, member):
+    """``times`` (what /explain asks: 4 of the grid) gives the whole grid's columns, and the
+    forest's trees walked in two threads (``split``) give the one-thread numbers."""
+    inputs, forest, cox = toy
+    model = {
+        "forest": forest,
+        "cox": cox,
+        "ensemble": StandInEnsemble([("forest", forest), ("cox", cox)], [[0.3, 0.7], [0.6, 0.4]]),
+    }[member]
+    explainer = InputExplainer(model, inputs.iloc[120:220], players=TOY_MAP)
+    rows = inputs.iloc[[3, 17, 250]]
+    full = explainer.explain(rows)
+    n_t = full.times.size
+    cols = [n_t - 1, 0, n_t // 3, n_t // 2]  # not in grid order
+    part = explainer.explain(rows, times=full.times[cols], split=2)
+    np.testing.assert_array_equal(part.times, full.times[cols])
+    assert np.abs(full.values[:, :, cols]).max() > 1e-3  # not vacuous
+    np.testing.assert_allclose(part.values, full.values[:, :, cols], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(part.base_values, full.base_values[cols], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(part.prediction, full.prediction[:, cols], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        explainer.explain(rows, split=2).values, full.values, rtol=0, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="not a grid time"):
+        explainer.explain(rows, times=[full.times[0] + 1e-3])
