@@ -421,7 +421,7 @@ def _chunk_auditor(trail: AuditTrail, model, input_path: Path):
             status=200,
             caller=caller,
             model=ref,
-            patient_keys=[trail.patient_key(k) for k in keys],
+            patient_keys=trail.patient_keys(keys),
             input_mac=input_mac,
             outputs=body,
         )

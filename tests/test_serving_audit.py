@@ -310,3 +310,11 @@ def test_event_loop_commits_share_transactions_and_failures_reach_each_caller(tm
     writer.close()
     check = trail.verify()
     assert check.ok and check.n_records == 31
+
+
+def test_patient_keys_of_a_batch_equal_each_keys_own_hash():
+    ids = [RAW_ID, " padded ", "ü-é", "B0000001", RAW_ID]
+    assert KEY.patient_keys(ids) == [KEY.patient_key(i) for i in ids]
+    assert KEY.patient_keys([]) == []
+    other = AuditKey(b"another-key-0123456789")
+    assert other.patient_keys(ids) != KEY.patient_keys(ids)
