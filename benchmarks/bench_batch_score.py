@@ -113,14 +113,29 @@ def _tree(pid: int):
         return []
 
 
-def _pss(procs) -> int:
+def _label(p) -> str:
+    """A process's name as Ray shows it (``ray::ChunkScorer``, ``gcs_server``, ...)."""
+    try:
+        cmd = p.cmdline()
+    except Exception:
+        return "?"
+    if not cmd:
+        return "?"
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0]
+    names = [Path(c).name for c in cmd[:3]]
+    return " ".join(n for n in names if n and not n.startswith("-"))[:60]
+
+
+def _pss(procs) -> tuple[int, list[tuple[str, int]]]:
+    """The summed PSS of ``procs`` and each one's (label, PSS)."""
     import psutil
 
-    total = 0
+    each = []
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += p.memory_full_info().pss
-    return total
+            each.append((_label(p), p.memory_full_info().pss))
+    return sum(v for _, v in each), each
 
 
 def run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
@@ -129,14 +144,16 @@ def run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    peak = {"pss": 0, "procs": 0}
+    peak: dict = {"pss": 0, "procs": 0, "each": []}
     cpu_seen: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             procs = _tree(proc.pid)
-            peak["pss"] = max(peak["pss"], _pss(procs))
+            total, each = _pss(procs)
+            if total > peak["pss"]:
+                peak["pss"], peak["each"] = total, each
             peak["procs"] = max(peak["procs"], len(procs))
             for p in procs:
                 try:
@@ -156,7 +173,27 @@ def run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": max(reaped, sum(cpu_seen.values())),
             "peak_pss_gb": peak["pss"] / 1e9, "max_procs": peak["procs"],
+            "at_peak_mb": sorted(((n, round(v / 1e6)) for n, v in peak["each"]),
+                                 key=lambda x: -x[1]),
             "exit": proc.returncode, "tail": out.strip().splitlines()[-3:]}
+
+
+def same_outputs(work: Path, a: str, b: str) -> dict[str, object]:
+    """Whether engines ``a`` and ``b`` wrote the same output (same rows in the same order,
+    every value the same to the last bit) and the same rejects; where they differ."""
+    import pandas as pd
+
+    def table(engine: str, suffix: str = ".csv") -> pd.DataFrame:
+        return pd.read_csv(work / f"scores_{engine}{suffix}", dtype=str, keep_default_na=False)
+
+    x, y = table(a), table(b)
+    rx, ry = table(a, ".rejects.csv"), table(b, ".rejects.csv")
+    same_shape = x.shape == y.shape and list(x.columns) == list(y.columns)
+    diff = (x != y).to_numpy() if same_shape else None
+    return {"rows": [len(x), len(y)], "identical": bool(same_shape and not diff.any()),
+            "rows_differing": None if diff is None else int(diff.any(axis=1).sum()),
+            "values_differing": None if diff is None else int(diff.sum()),
+            "rejects_identical": rx.equals(ry)}
 
 
 def main() -> None:
@@ -166,6 +203,9 @@ def main() -> None:
     ap.add_argument("--config", default="release")
     ap.add_argument("--bundle", type=Path)
     ap.add_argument("--chunk-rows", type=int, default=2000)
+    ap.add_argument("--compare", action="store_true",
+                    help="keep the outputs and check that every engine's output and rejects "
+                         "equal the first engine's, value for value and in order")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -190,12 +230,20 @@ def main() -> None:
               f"{r['rows_per_s']:,.0f} rows/s, {r['rows_per_cpu_s']:,.0f} rows/CPU-s, "
               f"peak {r['peak_pss_gb']:.2f} GB over {r['max_procs']} processes")
         print("   ", " | ".join(r["tail"]))
-        out.unlink(missing_ok=True)
+        print("    at the peak (MB):", ", ".join(f"{n} {v}" for n, v in r["at_peak_mb"]))
+        if not args.compare:
+            out.unlink(missing_ok=True)
+    if args.compare:
+        first, *others = results
+        for engine in others:
+            results[engine]["same_as_" + first] = same_outputs(work, first, engine)
+            print(f"{engine} == {first}:", results[engine]["same_as_" + first])
     if {"local", "ray"} <= results.keys():
         print("ray/local wall-time ratio:",
               f"{results['ray']['wall_s'] / results['local']['wall_s']:.2f}")
     load = os.getloadavg()
-    print(json.dumps({"n": args.n, "machine": platform.machine(), "nproc": os.cpu_count(),
+    print(json.dumps({"n": args.n, "chunk_rows": args.chunk_rows, "machine": platform.machine(),
+                      "nproc": os.cpu_count(),
                       "load": [round(x, 1) for x in load], "results": results,
                       "targets": {"per_core": TARGET_PER_CORE, "peak_gb": TARGET_PEAK_GB}},
                      default=lambda o: o if not isinstance(o, np.generic) else o.item()))

@@ -39,7 +39,7 @@ import pandas as pd
 from models.bundle import ModelBundle
 from serving.batch import ResultsFn, rejected_lines, score_chunk
 from serving.batch_io import ChunkReader
-from serving.batch_ray_source import MALFORMED_COL, ROW_COL, chunk_source
+from serving.batch_ray_source import CHUNK, chunk_source, pack, unpack
 
 LOCAL_ADDRESS = "local"
 REPO_PACKAGES = ("features", "models", "serving")
@@ -52,12 +52,15 @@ DEFAULT_OBJECT_STORE_BYTES = 192 * 1024**2
 """The object store of a local cluster we start: the bundle put once (about 50 MB), the
 dataset's budget (:data:`DATA_STORE_BYTES`) and room for results on their way to the
 driver. Above it Ray spills to disk rather than use more memory."""
+ONE_ROW_BLOCKS = 1
+"""``DataContext.target_max_block_size`` of the scoring dataset, in bytes: smaller than any
+row, so that every block holds exactly one row (one chunk)."""
 SYSTEM_CONFIG = {"enable_worker_prestart": False}
 """A local cluster starts no idle workers ahead of time (see the module docstring)."""
 
 
 class ChunkScorer:
-    """A Ray Data actor: loads the bundle once, scores each batch with :func:`score_chunk`."""
+    """A Ray Data actor: loads the bundle once, scores each chunk with :func:`score_chunk`."""
 
     def __init__(self, bundle_ref: list, horizons: list[float]) -> None:
         import ray
@@ -71,24 +74,15 @@ class ChunkScorer:
         gc.freeze()  # as the local command: keep the bundle out of the collector's scans
         self.horizons = horizons
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        # Ray Data unifies the blocks' columns (every block may carry an empty _malformed)
-        # and may hand the last chunk and the malformed lines' block over together
-        malformed = batch.get(MALFORMED_COL)
-        bad = (malformed.notna() if malformed is not None
-               else pd.Series(False, index=batch.index)).to_numpy()
-        frame = batch.loc[~bad].drop(columns=[c for c in (ROW_COL, MALFORMED_COL) if c in batch])
-        parts, rows = [], []
-        if (~bad).any():
-            parts.append(score_chunk(self.bundle, frame, self.horizons))
-            rows.append(batch.loc[~bad, ROW_COL].to_numpy())
-        if bad.any():
-            parts.append(rejected_lines(malformed[bad].tolist(), self.horizons))
-            rows.append(batch.loc[bad, ROW_COL].to_numpy())
-        out = pd.concat(parts, ignore_index=True)
-        rows = np.concatenate(rows)
-        out[ROW_COL] = rows
-        return out
+    def __call__(self, batch):
+        """One row in (a chunk, or the malformed lines), one row out: the chunk's
+        :func:`score_chunk` lines and their data-row numbers, pickled."""
+        ((kind, data, rows),) = unpack(batch)  # one row per batch (see ray_results)
+        if kind == CHUNK:
+            out = score_chunk(self.bundle, data, self.horizons)
+        else:
+            out = rejected_lines(data, self.horizons)
+        return pack(kind, out, rows)
 
 
 def init_ray(address: str, num_cpus: int | None = None,
@@ -120,16 +114,6 @@ def init_ray(address: str, num_cpus: int | None = None,
     return True
 
 
-def _plain(batch: pd.DataFrame) -> pd.DataFrame:
-    """Text columns back as Python objects with None for missing (Ray Data may hand back
-    nullable string columns holding pd.NA), so the driver sees what a local run gives it."""
-    for c in batch.columns:
-        if not pd.api.types.is_float_dtype(batch[c]) and not pd.api.types.is_bool_dtype(batch[c]):
-            col = batch[c].astype(object)
-            batch[c] = col.where(col.notna(), None)
-    return batch
-
-
 def actor_count(workers: int | None = None) -> int:
     """Scoring actors: ``workers`` if given, else one per CPU of the cluster. More would only
     add a process holding the bundle (300-400 MB each) without more CPU to run it."""
@@ -150,22 +134,26 @@ def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
         ctx.execution_options.preserve_order = True
         ctx.execution_options.resource_limits = (
             ctx.execution_options.resource_limits.copy(object_store_memory=DATA_STORE_BYTES))
+        # one row (one chunk) per block: any block bigger than this is cut into blocks of
+        # one row, and none is merged with the next (see serving.batch_ray_source)
+        ctx.target_max_block_size = ONE_ROW_BLOCKS
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ds = ray.data.read_datasource(
-            chunk_source(reader.path, chunk_rows), num_cpus=0
+            chunk_source(reader.path, chunk_rows), num_cpus=0,
+            override_num_blocks=1,  # one read task, its rows never split to reach 200 blocks
         ).map_batches(
             ChunkScorer,
             fn_constructor_args=([ray.put(bundle)], list(horizons)),
-            batch_size=None,  # one block = one chunk, as cut by the reader
-            batch_format="pandas",
+            batch_size=1,  # one chunk per call, as cut by the reader
+            batch_format="pyarrow",
             compute=ActorPoolStrategy(size=actor_count(workers),
                                       max_tasks_in_flight_per_actor=1),
             num_cpus=1,
         )
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            rows = batch.pop(ROW_COL).to_numpy()
-            yield _plain(batch), rows
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for _, result, rows in unpack(block):
+                yield result, rows
         reader.malformed.clear()  # they came through the last block
 
     return results

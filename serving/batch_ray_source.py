@@ -3,30 +3,51 @@
 Kept apart from :mod:`serving.batch_ray` on purpose: the read task's worker imports this
 module, and only the reader's dependencies (pandas, pyarrow, :mod:`serving.batch_io`) come
 with it, not the model, the scoring code and numba (about 65 MB less in that process).
+
+One chunk travels as one row. Ray Data reshapes the blocks a read task yields: it merges
+them up to ``DataContext.target_max_block_size`` (128 MB by default, so a whole 30,000-row
+file became a single batch) and splits them to reach its default parallelism (a 2,000-row
+chunk became ``SplitBlocks(82)`` pieces at 1,000,000 rows). Either changes the batches the
+actors score, and with them the memory of an actor (it grows with its batch) and the last
+bit of some values (the Cox member's linear predictor is a BLAS product whose rounding
+depends on a row's position in the batch). A row holding the whole chunk, pickled, cannot
+be split or merged by anyone; :mod:`serving.batch_ray` asks for one row per block and one
+row per batch, so every actor call scores exactly one local chunk.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from serving.batch_io import ChunkReader
 
-ROW_COL = "_row"
-MALFORMED_COL = "_malformed"
+PAYLOAD_COL = "payload"
+CHUNK, MALFORMED = "chunk", "malformed"
+"""The kinds of payload: a chunk's raw rows, or the malformed lines found in the file."""
+
+
+def pack(kind: str, data: object, rows: np.ndarray):
+    """One row of the dataset: (``kind``, the data, the data-row numbers), pickled."""
+    import pyarrow as pa
+
+    blob = pickle.dumps((kind, data, np.asarray(rows)), protocol=pickle.HIGHEST_PROTOCOL)
+    return pa.table({PAYLOAD_COL: pa.array([blob], type=pa.binary())})
+
+
+def unpack(table) -> Iterator[tuple[str, object, np.ndarray]]:
+    """The payloads of a block or batch of :func:`pack` rows, in order."""
+    for blob in table.column(PAYLOAD_COL).to_pylist():
+        yield pickle.loads(blob)
 
 
 def chunk_source(path: Path, chunk_rows: int):
     """A Ray Data datasource: the file read by :class:`serving.batch_io.ChunkReader` in one
-    streaming read task, as blocks of exactly the local run's chunks (a ``_row`` column holds
-    the data-row numbers), then the malformed lines, if any, as a last block.
-
-    Cutting the file exactly as a local run does keeps every value identical to the last bit:
-    the intervals' linear algebra can differ in the last digit when the same rows are scored
-    in batches of other sizes.
-    """
+    streaming read task, one row per chunk (:func:`pack`, the frame exactly as the local
+    run's reader gives it), then the malformed lines, if any, as a last row."""
 
     from ray.data import Datasource
     from ray.data.block import BlockMetadata
@@ -45,11 +66,11 @@ def chunk_source(path: Path, chunk_rows: int):
     return ChunkSource()
 
 
-def read_blocks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def read_blocks(path: Path, chunk_rows: int) -> Iterator:
     """The blocks of :func:`chunk_source` (run inside its read task)."""
     reader = ChunkReader(path, chunk_rows)
     for chunk in reader:
-        yield chunk.frame.assign(**{ROW_COL: chunk.rows})
+        yield pack(CHUNK, chunk.frame, chunk.rows)
     if reader.malformed:
-        yield pd.DataFrame({ROW_COL: [m.row for m in reader.malformed],
-                            MALFORMED_COL: [m.reason for m in reader.malformed]})
+        yield pack(MALFORMED, [m.reason for m in reader.malformed],
+                   np.array([m.row for m in reader.malformed]))
