@@ -36,6 +36,7 @@ from serving.batch_io import (
     float_texts,
     rejects_path,
 )
+from serving.batch_keys import SeenKeys
 from serving.scoring import score_inputs
 
 EXIT_OK = 0
@@ -208,7 +209,7 @@ class RowLedger:
         self.n_scored = 0
         self.n_rejected = 0
         self.shown: list[str] = []
-        self._seen: dict[str, int] = {}
+        self._seen = SeenKeys()  # compact: this grows with the file (serving.batch_keys)
 
     def _reject(self, row: int, pid: str | None, column: str | None, reason: str) -> None:
         if self.sink is not None:
@@ -221,6 +222,9 @@ class RowLedger:
         ok = result[OK_COL].to_numpy(dtype=bool).copy()
         pids = result[PID_COL].tolist()
         problems = result[PROBLEMS_COL].tolist()
+        firsts = np.asarray(rows, dtype=np.int64).copy()
+        valid = np.flatnonzero(ok)
+        firsts[valid] = self._seen.first_rows([pids[i] for i in valid], firsts[valid])
         for i in range(len(result)):
             row = int(rows[i])
             if not ok[i]:
@@ -228,7 +232,7 @@ class RowLedger:
                     self._reject(row, pids[i], column, reason)
                 self.n_rejected += 1
                 continue
-            first = self._seen.setdefault(pids[i], row)
+            first = int(firsts[i])
             if first != row:
                 ok[i] = False
                 self._reject(row, pids[i], "patient_id", f"duplicate of row {first}")

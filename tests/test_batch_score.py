@@ -231,6 +231,41 @@ def test_ray_gives_the_same_rows_and_values_in_the_same_order(app, bundle_path, 
         assert outputs["local", fmt][1] == outputs["ray", fmt][1]
 
 
+@pytest.mark.e2e
+def test_ray_scores_exactly_the_local_chunks(bundle_path, env, ray_cluster):
+    """Each actor call scores one whole chunk as the local reader cuts it, never a piece or a
+    merger of chunks (Ray Data reshapes blocks unless told not to, and the Cox member's BLAS
+    product rounds a row differently by its place in the batch): the results come back
+    chunk by chunk, frame for frame equal to the local run's, then the malformed lines."""
+    import ray
+
+    from models.bundle import ModelBundle
+    from serving.batch import rejected_lines, score_chunk
+    from serving.batch_io import ChunkReader
+    from serving.batch_ray import init_ray, ray_results
+
+    src = env / "in.csv"
+    lines = cohort(45, seed=7).to_csv(index=False, lineterminator="\n").splitlines()
+    lines[9] += ",surplus"
+    src.write_text("\n".join(lines) + "\n")
+    bundle = ModelBundle.load(bundle_path)
+    horizons = [6.0, 12.0, 24.0, 36.0]
+    local = ChunkReader(src, 7)
+    want = [(score_chunk(bundle, c.frame, horizons), c.rows) for c in local]
+    want.append((rejected_lines([m.reason for m in local.malformed], horizons),
+                 [m.row for m in local.malformed]))
+    assert [len(r) for r, _ in want] == [7] * 6 + [2, 1]
+    init_ray(ray_cluster)
+    try:
+        got = list(ray_results(bundle, horizons, 7)(ChunkReader(src, 7)))
+    finally:
+        ray.shutdown()
+    assert len(got) == len(want)
+    for (g, g_rows), (w, w_rows) in zip(got, want, strict=True):
+        pd.testing.assert_frame_equal(g, w, check_exact=True)
+        assert list(g_rows) == list(w_rows)
+
+
 def test_the_read_task_imports_only_the_reader():
     """Ray's read task imports serving.batch_ray_source: the model, the scoring code and
     numba must stay out of that process (they would cost it about 65 MB for nothing)."""
