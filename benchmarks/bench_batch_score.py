@@ -238,6 +238,9 @@ def main() -> None:
         for engine in others:
             results[engine]["same_as_" + first] = same_outputs(work, first, engine)
             print(f"{engine} == {first}:", results[engine]["same_as_" + first])
+        for engine in results:
+            for f in (work / f"scores_{engine}.csv", work / f"scores_{engine}.rejects.csv"):
+                f.unlink(missing_ok=True)
     if {"local", "ray"} <= results.keys():
         print("ray/local wall-time ratio:",
               f"{results['ray']['wall_s'] / results['local']['wall_s']:.2f}")
