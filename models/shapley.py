@@ -68,7 +68,8 @@ MAX_FEATURES_INTERVENTIONAL = 62
 """Interventional coalitions are int64 bit masks."""
 N_THREADS = 2
 """The two endpoints are explained in two threads (the kernels release the GIL); one endpoint
-alone (``/explain``) walks its forests' trees in two halves, one per thread."""
+alone (``/explain``) splits each member in two halves, one per thread (a forest's trees, a
+Cox model's background rows)."""
 # The kernels use numba's ``error_model="numpy"``: Python's zero-division checks on every
 # division of the path recursion cost a third of the time. Covers are positive in fitted
 # trees, and a NaN or inf would fail the additivity check rather than pass silently.
@@ -88,8 +89,9 @@ def _pool(kind: str) -> ThreadPoolExecutor:
 
     Reused rather than started per call (a pool's start and join cost about a millisecond of
     a 25 ms ``/explain``). Two kinds so that nothing waits on its own pool: the endpoints'
-    tasks wait for their forests' tree halves, which run on the ``"trees"`` pool and never
-    wait. Keyed by process id: a forked worker gets its own threads, not the parent's.
+    tasks wait for their members' halves (a forest's trees, a Cox model's background rows),
+    which run on the ``"halves"`` pool and never wait. Keyed by process id: a forked worker
+    gets its own threads, not the parent's.
     """
     key = (kind, os.getpid())
     with _POOLS_LOCK:
@@ -857,8 +859,9 @@ def _leaf_sums(leaves, weights, values, cols, phi):
 # ---------------------------------------------------- input-level players: Cox kernel
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increments, cause, cols):
-    """Exact Shapley values (P, C) of a cause-specific Cox CIF at grid columns ``cols``, and
-    v(empty) (C,), summed over background rows (the caller divides by K).
+    """Exact Shapley values of a cause-specific Cox CIF at grid columns ``cols``, per
+    background row (K, P, C): :func:`_sum_rows` adds them up in row order (divide by K), so
+    that the rows can be split between threads and the sum still be the one-thread sum.
 
     The linear predictor of cause c is sum_j coef[c, j] (value_j - mean[c, j]) / scale[c, j]
     and the CIF of ``cause`` (0-based) on the grid is that of
@@ -876,8 +879,7 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
     g_end = 0
     for c in range(n_cols):
         g_end = max(g_end, cols[c] + 1)
-    phi = np.zeros((n_players, n_cols))
-    v_empty = np.zeros(n_cols)
+    phi = np.zeros((n_bg, n_players, n_cols))
     fact = np.ones(n_players + 2)
     for i in range(1, fact.shape[0]):
         fact[i] = fact[i - 1] * i
@@ -976,14 +978,22 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
                 for g in range(n_cols):
                     acc_in[jj, g] += wb * v[cols[g]]
                 bits ^= low
-            if coal == 0:
-                for g in range(n_cols):
-                    v_empty[g] += v[cols[g]]
         for jj in range(d):
             p = active[jj]
             for g in range(n_cols):
-                phi[p, g] += acc_in[jj, g] - acc_all[g]
-    return phi, v_empty
+                phi[q, p, g] = acc_in[jj, g] - acc_all[g]
+    return phi
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sum_rows(per_row):
+    """sum over rows of per_row (K, P, C), added in row order (numpy's sum is pairwise)."""
+    out = np.zeros(per_row.shape[1:])
+    for q in range(per_row.shape[0]):
+        for p in range(per_row.shape[1]):
+            for c in range(per_row.shape[2]):
+                out[p, c] += per_row[q, p, c]
+    return out
 
 
 @dataclass(frozen=True)
@@ -1193,7 +1203,7 @@ class ForestMember:
     def attributions(self, table: np.ndarray, cols: np.ndarray, split: int = 1) -> np.ndarray:
         """(P, len(cols)) from one patient's hybrid table (K, F, slots), at grid ``cols``.
 
-        ``split`` > 1 walks the trees in that many ranges on the ``"trees"`` pool (this
+        ``split`` > 1 walks the trees in that many ranges on the ``"halves"`` pool (this
         thread takes the first); the result is the same bit for bit (see
         :func:`_walk_players`).
         """
@@ -1202,7 +1212,7 @@ class ForestMember:
         n_trees = p.roots.shape[0]
         bounds = np.linspace(0, n_trees, max(1, min(split, n_trees)) + 1).astype(int)
         ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
-        futures = [_pool("trees").submit(self._walk, t32, lo, hi) for lo, hi in ranges[1:]]
+        futures = [_pool("halves").submit(self._walk, t32, lo, hi) for lo, hi in ranges[1:]]
         parts = [self._walk(t32, *ranges[0])] + [f.result() for f in futures]
         phi = np.zeros((self.players.n_players, cols.shape[0]))
         for leaves, weights in parts:  # in tree order: the single walk's sums
@@ -1266,10 +1276,9 @@ class CoxMember:
         )
         self.base_values = model.predict_cif(frame)[:, self.cause - 1, :].mean(axis=0)
 
-    def attributions(self, table: np.ndarray, cols: np.ndarray, split: int = 1) -> np.ndarray:
-        """(P, len(cols)); ``split`` is for the forests' signature (one thread here)."""
-        phi, _ = _cox_players(
-            np.ascontiguousarray(table, dtype=np.float64),
+    def _rows(self, table: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return _cox_players(
+            table,
             self.players.parents,
             self.players.n_parents,
             self.players.n_players,
@@ -1280,7 +1289,18 @@ class CoxMember:
             self.cause - 1,
             cols,
         )
-        return phi / table.shape[0]
+
+    def attributions(self, table: np.ndarray, cols: np.ndarray, split: int = 1) -> np.ndarray:
+        """(P, len(cols)); ``split`` > 1 shares the background rows between that many threads
+        (each row's values are its own; :func:`_sum_rows` adds them in row order)."""
+        t = np.ascontiguousarray(table, dtype=np.float64)
+        n_bg = t.shape[0]
+        bounds = np.linspace(0, n_bg, max(1, min(split, n_bg)) + 1).astype(int)
+        ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+        futures = [_pool("halves").submit(self._rows, t[lo:hi], cols) for lo, hi in ranges[1:]]
+        lo, hi = ranges[0]
+        parts = [self._rows(t[lo:hi], cols)] + [f.result() for f in futures]
+        return _sum_rows(np.concatenate(parts)) / n_bg
 
 
 class EnsembleMember:
