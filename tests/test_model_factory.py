@@ -16,7 +16,7 @@ from models.bundle import ModelBundle
 from models.ensemble import CompetingRiskEnsemble
 from models.forest import CompetingRiskForest
 from training.config import TrainConfig, load_config
-from training.evaluate import FOREST, fit_all, make_baseline, predict_horizons
+from training.evaluate import REGISTERED, fit_all, make_baseline, predict_horizons
 from training.model_card import build_model_card
 from training.model_factory import (
     build_model,
@@ -75,16 +75,16 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     X = build_features(df).reset_index(drop=True)
     y = {e: encode_endpoint(df, e) for e in ENDPOINTS}
     models, tuned = fit_all(X, y, np.arange(len(X)), cfg, seed=1)
-    assert all(isinstance(m, CompetingRiskEnsemble) for m in models[FOREST].values())
+    assert all(isinstance(m, CompetingRiskEnsemble) for m in models[REGISTERED].values())
     assert all(t["params"] == {} for t in tuned.values())
-    model = models[FOREST][ENDPOINTS[0]]
+    model = models[REGISTERED][ENDPOINTS[0]]
     line = describe_model(model)
     for name, _ in model.members_:
         assert name in line
     assert f"weight {model.weights_[0, 0]:.2f})" in line  # shared weights: one number each
     cox = dict(model.members_)["cox"]
     assert "ridge penalty per cause " + "/".join(f"{a:.3g}" for a in cox.alphas_) in line
-    members = member_candidates(models[FOREST])
+    members = member_candidates(models[REGISTERED])
     assert list(members) == ["ensemble:forest_leaf5", "ensemble:forest_leaf20", "ensemble:cox"]
     alone = candidate_models(cfg, seed=0)["ensemble:cox"]
     assert type(members["ensemble:cox"][ENDPOINTS[0]]) is type(alone)
@@ -93,11 +93,11 @@ def test_the_job_fits_the_configured_ensemble_and_the_card_names_members_and_wei
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rule = make_baseline("published_rule", cfg, seed=0).fit(X, y[ENDPOINTS[0]])
-        for per_endpoint in [models[FOREST], *members.values(), {"rule": rule}]:
+        for per_endpoint in [models[REGISTERED], *members.values(), {"rule": rule}]:
             for m in per_endpoint.values():  # the rule reads columns by name: it keeps the frame
                 assert predict_horizons(m, X, np.array([12.0, 24.0])).shape == (len(X), 2)
     bundle = ModelBundle(
-        models=models[FOREST],
+        models=models[REGISTERED],
         grid=DEFAULT_GRID,
         training_summary={},
         metrics={},

@@ -158,7 +158,7 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path, 
     for e in ("mucosal_necrosis", "fatal_haemorrhage"):
         for h in (6, 12, 24, 36):
             for k in ("auc", "brier", "ici"):
-                for model in ("forest", "cox", "xgb", "published_rule"):
+                for model in ("registered", "cox", "xgb", "published_rule"):
                     assert np.isfinite(m[f"cv/{model}/{e}/{k}_{h}m"])
             for k in ("auc", "brier", "ici", "slope"):
                 lo, est, hi = (m[f"validated/{e}/{k}_{h}m{s}"] for s in ("_lo", "", "_hi"))
@@ -166,7 +166,7 @@ def test_cli_train_synthetic_300_logs_registers_and_reproduces(store, tmp_path, 
             assert m[f"validated/{e}/events_{h}m"] > 0
         assert m[f"validated/{e}/n_patients"] == int(p["development_rows"])
         assert 0.5 < m[f"validated/{e}/auc_24m"] <= 1.0
-        assert f"holdout/forest/{e}/auc" in m
+        assert f"holdout/registered/{e}/auc" in m
     assert p["data_rows"] == "300" and len(p["data_sha256"]) == 64
     assert len(p["bundle_sha256"]) == 64 and mv.tags["bundle_sha256"] == p["bundle_sha256"]
     assert t["git_commit"] and p["pkg.mlflow"] == mlflow.__version__

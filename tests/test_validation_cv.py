@@ -76,12 +76,12 @@ def test_validated_figures_are_below_apparent_and_carry_intervals(recorded):
     for e in ENDPOINTS:
         est, lo, hi = ev.registered(e, "auc_24m")
         assert lo <= hi and np.isfinite(est)
-        assert est < ev.apparent[f"forest/{e}/auc_24m"]  # a forest memorises its patients
+        assert est < ev.apparent[f"registered/{e}/auc_24m"]  # a forest memorises its patients
         for m in ("brier", "ici", "slope"):
             _, lo, hi = ev.registered(e, f"{m}_24m")
             assert lo <= hi
         assert ev.counts[f"{e}/events_24m"] > 0
-        assert ev.counts[f"{e}/n"] == ev.oof_risks["forest"][e].shape[1]
+        assert ev.counts[f"{e}/n"] == ev.oof_risks["registered"][e].shape[1]
     assert set(ev.instability()) == set(ENDPOINTS)
 
 

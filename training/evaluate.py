@@ -45,9 +45,10 @@ from training.metrics import (
 from training.model_factory import member_candidates
 from training.tune import N_CAUSES, fit_forests, patient_folds, tune
 
-FOREST = "forest"
-REGISTERED = FOREST
-"""The candidate that gets registered (key in ``Evaluation.models``); the rest are baselines."""
+REGISTERED = "registered"
+"""The candidate that gets registered (key in ``Evaluation.models`` and the metric names:
+``registered/<endpoint>/<metric>``), a forest or an ensemble; an ensemble's members are
+``ensemble:<member>``; the rest are baselines."""
 CV_SEED_TAG = 3
 BASELINE_SEED_TAG = 4
 INTERVAL_SEED_TAG = 5
@@ -174,17 +175,17 @@ def score_risks(y: np.ndarray, risks: np.ndarray, horizons: np.ndarray) -> dict[
 def score_models(
     models: dict[str, dict[str, Any]], X: pd.DataFrame, y: dict[str, np.ndarray], horizons
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Flat metrics ``model/endpoint/metric_Hm`` and the forest's risks per endpoint."""
+    """Flat metrics ``model/endpoint/metric_Hm`` and the registered model's risks per endpoint."""
     out: dict[str, float] = {}
-    forest_risks: dict[str, np.ndarray] = {}
+    registered_risks: dict[str, np.ndarray] = {}
     for name, per_endpoint in models.items():
         for e, model in per_endpoint.items():
             risks = predict_horizons(model, X, horizons)
-            if name == FOREST:
-                forest_risks[e] = risks
+            if name == REGISTERED:
+                registered_risks[e] = risks
             for k, v in score_risks(y[e], risks, horizons).items():
                 out[_key(name, e, k)] = v
-    return out, forest_risks
+    return out, registered_risks
 
 
 def _main_index(config: TrainConfig) -> int:
@@ -547,12 +548,12 @@ def evaluate(
     groups = np.arange(n)
     horizons = np.asarray(config.evaluation.horizons_months, dtype=float)
     models, tuned = fit_all(X, dev.y, groups, config, config.seed, engine=engine, n_jobs=n_jobs)
-    apparent, forest_risks = score_models(models, X, dev.y, horizons)
+    apparent, registered_risks = score_models(models, X, dev.y, horizons)
     labels = subgroup_labels(dev.records, config)
     h = _main_index(config)
     horizon = float(config.gate.horizon_months)
     min_size = config.evaluation.min_subgroup_size
-    sub_app = score_subgroups(dev.y, forest_risks, labels, h, horizon, min_size)
+    sub_app = score_subgroups(dev.y, registered_risks, labels, h, horizon, min_size)
 
     folds = cv_folds(n, config)
     data = EvalData(X, dev.y, folds, config, horizons)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from features.config import ENDPOINT_LABELS, ENDPOINTS, EVENT_OF_INTEREST  # noqa: E402
-from training.evaluate import FOREST, Evaluation, _key  # noqa: E402
+from training.evaluate import REGISTERED, Evaluation, _key  # noqa: E402
 from training.metrics import (  # noqa: E402
     calibration_cr,
     net_benefit_cr,
@@ -48,7 +48,7 @@ def calibration_plot(ev: Evaluation, y: dict[str, np.ndarray], endpoint: str, pa
             ax.plot(
                 cal.curve_risk,
                 cal.curve_observed,
-                lw=2 if name == FOREST else 1,
+                lw=2 if name == REGISTERED else 1,
                 label=f"{name} (ICI* {ici:.3f})",
             )
             top = max(top, float(np.max(cal.curve_risk)), float(np.nanmax(cal.curve_observed)))
@@ -84,7 +84,7 @@ def decision_curve_plot(
     top = 0.0
     for name in ev.apparent_risks:
         nb = net_benefit_cr(t, e, ev.apparent_risks[name][endpoint][:, j], EVENT_OF_INTEREST, h, th)
-        ax.plot(th, nb, lw=2 if name == FOREST else 1, label=name)
+        ax.plot(th, nb, lw=2 if name == REGISTERED else 1, label=name)
         top = max(top, float(np.max(nb)))
     treat_all = net_benefit_treat_all_cr(t, e, EVENT_OF_INTEREST, h, th)
     ax.plot(th, treat_all, color="grey", label="treat all")
@@ -110,8 +110,8 @@ def instability_plot(ev: Evaluation, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(ENDPOINTS), figsize=(PANEL_SIZE_IN * 1.3 * len(ENDPOINTS), 4))
     mape = ev.instability()
     for ax, e in zip(np.atleast_1d(axes), ENDPOINTS, strict=True):
-        final = ev.apparent_risks[FOREST][e][:, j]
-        boot = ev.oof_risks[FOREST][e][:, :, j]
+        final = ev.apparent_risks[REGISTERED][e][:, j]
+        boot = ev.oof_risks[REGISTERED][e][:, :, j]
         xs = np.repeat(final[None, :], boot.shape[0], axis=0)
         ax.scatter(xs.ravel(), boot.ravel(), s=3, alpha=0.15, color="tab:blue")
         lo, hi = np.percentile(boot, INTERVAL, axis=0)

@@ -44,7 +44,6 @@ from training.config import TrainConfig, load_config
 from training.data import TrainingData, load_training_data, synthetic_training_data
 from training.engine import make_engine
 from training.evaluate import (
-    FOREST,
     INTERVAL_LEVEL,
     INTERVAL_METRICS,
     METRIC_SEP,
@@ -335,7 +334,7 @@ def _build_bundle(
         }
     summary["baseline_incidence"] = incidence
     bundle = ModelBundle(
-        models=dict(ev.models[FOREST]),
+        models=dict(ev.models[REGISTERED]),
         grid=DEFAULT_GRID,
         training_summary=summary,
         baseline_cif=baseline_cif,
@@ -503,7 +502,7 @@ def build_bundle_step(
     """Score the final models on the hold-out and build the bundle (no logging, no registry)."""
     h = float(cfg.gate.horizon_months)
     challenger_holdout = holdout_scores(
-        {e: m.predict_cif(data.holdout.X, [h])[:, 0, 0] for e, m in ev.models[FOREST].items()}
+        {e: m.predict_cif(data.holdout.X, [h])[:, 0, 0] for e, m in ev.models[REGISTERED].items()}
         if len(data.holdout)
         else {e: np.zeros(0) for e in ENDPOINTS},
         data.holdout,
@@ -552,7 +551,7 @@ def log_evaluation(
         {f"validated/{e}/n_patients": built.headline[f"{e}/n_patients"] for e in ENDPOINTS}
     )
     metrics.update({f"subgroup/{k}": v for k, v in ev.subgroups_validated.items()})
-    metrics.update({f"holdout/{FOREST}/{k}": v for k, v in built.challenger_holdout.items()})
+    metrics.update({f"holdout/{REGISTERED}/{k}": v for k, v in built.challenger_holdout.items()})
     metrics.update({f"instability/{e}/mean_abs_diff": v for e, v in ev.instability().items()})
     metrics["cv_folds"] = float(ev.n_folds)
     metrics["cv_repeats"] = float(ev.n_repeats)
