@@ -52,6 +52,19 @@ DEFAULT_OBJECT_STORE_BYTES = 192 * 1024**2
 """The object store of a local cluster we start: the bundle put once (about 50 MB), the
 dataset's budget (:data:`DATA_STORE_BYTES`) and room for results on their way to the
 driver. Above it Ray spills to disk rather than use more memory."""
+MEMORY_BUDGET_BYTES = 2e9
+"""Issue 12's target for the driver and every Ray process together (PSS, as
+benchmarks/bench_batch_score.py measures it): the default budget of :func:`actor_count`."""
+FIXED_BYTES = 1.35e9
+"""What a run costs before any scoring actor (measured, 1,000,000 rows on a 2-CPU local
+cluster, Ray 2.60, release model): Ray's daemons 0.42 GB (dashboard agent and API server,
+runtime-env agent, autoscaler monitor, log monitor, GCS, raylet), Ray Data's helper actors
+0.33 GB (stats, autoscaling coordinator, actor-location tracker; none can be switched off),
+the read task 0.18 GB and the driver 0.39 GB, rounded up."""
+ACTOR_BYTES = 0.40e9
+"""One scoring actor (measured 0.36 GB: imports, Ray Data's worker, a chunk's scoring; the
+model's arrays are read in place from the object store; 0.29-0.31 GB alone for chunks of
+500 to 4,000 rows, so it hardly depends on the chunk), rounded up."""
 ONE_ROW_BLOCKS = 1
 """``DataContext.target_max_block_size`` of the scoring dataset, in bytes: smaller than any
 row, so that every block holds exactly one row (one chunk)."""
@@ -114,20 +127,32 @@ def init_ray(address: str, num_cpus: int | None = None,
     return True
 
 
-def actor_count(workers: int | None = None) -> int:
-    """Scoring actors: ``workers`` if given, else one per CPU of the cluster. More would only
-    add a process holding the bundle (300-400 MB each) without more CPU to run it."""
+def actor_count(workers: int | None = None,
+                memory_budget: float = MEMORY_BUDGET_BYTES) -> int:
+    """Scoring actors: ``workers`` if given, else as many as ``memory_budget`` leaves room
+    for beside the fixed cost (:data:`FIXED_BYTES`, :data:`ACTOR_BYTES`), at least one and
+    at most one per CPU of the cluster (more would add a process holding the model without
+    more CPU to run it). Under the 2 GB target that is one actor: 1.35 GB are Ray's, Ray
+    Data's, the reader's and the driver's before any actor scores."""
     import ray
 
-    return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if workers:
+        return workers
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(cpus, int((memory_budget - FIXED_BYTES) // ACTOR_BYTES)))
 
 
 def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
-                workers: int | None = None) -> ResultsFn:
+                workers: int | None = None,
+                memory_budget: float = MEMORY_BUDGET_BYTES) -> ResultsFn:
     """A ``results`` function for :func:`serving.batch.run_batch` that scores on Ray Data
-    (Ray must be initialised: :func:`init_ray`)."""
+    (Ray must be initialised: :func:`init_ray`) with :func:`actor_count` actors. The bundle
+    is put in the object store now: the caller may drop its own copy."""
     import ray
     from ray.data import ActorPoolStrategy
+
+    bundle_ref = ray.put(bundle)
+    n_actors = actor_count(workers, memory_budget)
 
     def results(reader: ChunkReader) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         ctx = ray.data.DataContext.get_current()
@@ -144,10 +169,10 @@ def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
             override_num_blocks=1,  # one read task, its rows never split to reach 200 blocks
         ).map_batches(
             ChunkScorer,
-            fn_constructor_args=([ray.put(bundle)], list(horizons)),
+            fn_constructor_args=([bundle_ref], list(horizons)),
             batch_size=1,  # one chunk per call, as cut by the reader
             batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=actor_count(workers),
+            compute=ActorPoolStrategy(size=n_actors,
                                       max_tasks_in_flight_per_actor=1),
             num_cpus=1,
         )

@@ -371,6 +371,11 @@ def score(
     chunk_rows: int = typer.Option(
         DEFAULT_CHUNK_ROWS, min=1, help="Rows read and scored at a time (bounds memory)."
     ),
+    ray_memory_gb: float = typer.Option(
+        2.0, "--ray-memory-gb", min=0.1,
+        help="With --ray-address: memory for this command and Ray's processes together; "
+             "sets how many scoring actors run (at least one, at most one per CPU).",
+    ),
 ) -> None:
     """Score a file offline with the service's code, streaming it in chunks.
 
@@ -397,7 +402,7 @@ def score(
     gc.freeze()  # the bundle's many objects out of the collector's way: chunks allocate a lot
     wanted = _parse_horizons(horizons)
     raise typer.Exit(score_streaming(input_path, output_path, model, wanted, trail, strict,
-                                     ray_address, chunk_rows))
+                                     ray_address, chunk_rows, ray_memory_gb * 1e9))
 
 
 def _chunk_auditor(trail: AuditTrail, model, input_path: Path):
@@ -439,7 +444,7 @@ class AuditCommitError(RuntimeError):
 
 def score_streaming(input_path: Path, output_path: Path, model, horizons: list[float],
                     trail: AuditTrail | None, strict: bool, ray_address: str | None,
-                    chunk_rows: int) -> int:
+                    chunk_rows: int, ray_memory_bytes: float = 2e9) -> int:
     """Run :func:`serving.batch.run_batch` (locally or on Ray) and report; the exit code."""
     from features.io import CohortFileError
     from serving.batch import BatchInputError, run_batch
@@ -459,7 +464,8 @@ def score_streaming(input_path: Path, output_path: Path, model, horizons: list[f
         from serving.batch_ray import init_ray, ray_results
 
         owns_ray = init_ray(ray_address)
-        results = ray_results(model.bundle, grid_horizons, chunk_rows)
+        results = ray_results(model.bundle, grid_horizons, chunk_rows,
+                              memory_budget=ray_memory_bytes)
     try:
         summary = run_batch(input_path, output_path, model.bundle, grid_horizons, auditor,
                             strict=strict, chunk_rows=chunk_rows, results=results)

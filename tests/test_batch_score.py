@@ -298,3 +298,20 @@ def test_a_local_cluster_is_started_with_its_memory_capped(monkeypatch):
     assert batch_ray.init_ray("10.0.0.1:6379")
     assert calls[-1]["address"] == "10.0.0.1:6379"
     assert "object_store_memory" not in calls[-1] and "_system_config" not in calls[-1]
+
+
+def test_the_actors_are_as_many_as_the_memory_budget_leaves_room_for(monkeypatch):
+    """Each scoring actor costs its own process; the budget (2 GB by default, issue 12's
+    target) decides how many run, never fewer than one nor more than the cluster's CPUs."""
+    import ray
+
+    from serving import batch_ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert batch_ray.actor_count() == 1  # 2 GB: room for one actor beside Ray's own cost
+    room = batch_ray.FIXED_BYTES + 3 * batch_ray.ACTOR_BYTES
+    assert batch_ray.actor_count(memory_budget=room) == 3
+    assert batch_ray.actor_count(memory_budget=room - 1) == 2
+    assert batch_ray.actor_count(memory_budget=1e12) == 8  # one per CPU at most
+    assert batch_ray.actor_count(memory_budget=1e8) == 1
+    assert batch_ray.actor_count(workers=5) == 5
