@@ -332,7 +332,7 @@ def _check_not_empty(n_chunks: int, ledger: RowLedger) -> None:
 def run_batch(
     input_path: Path,
     output_path: Path,
-    bundle: ModelBundle,
+    bundle: ModelBundle | None,
     horizons: Sequence[float],
     audit: AuditFn | None = None,
     strict: bool = False,
@@ -342,7 +342,8 @@ def run_batch(
     """Score ``input_path`` into ``output_path`` chunk by chunk (see the module docstring).
 
     ``results``: how chunks are scored, yielding (score_chunk output, row numbers) in file
-    order; default in this process (the Ray path passes its own). With ``strict`` every row is
+    order; default in this process with ``bundle`` (the Ray path passes its own, and no
+    bundle: its actors hold it). With ``strict`` every row is
     checked first and nothing is scored, audited or written unless all are valid: the
     returned summary then has ``n_rejected`` > 0 and no files.
     """

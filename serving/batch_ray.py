@@ -142,6 +142,17 @@ def actor_count(workers: int | None = None,
     return max(1, min(cpus, int((memory_budget - FIXED_BYTES) // ACTOR_BYTES)))
 
 
+def release_memory() -> None:
+    """Collect, then hand the freed heap back to the system (glibc keeps freed memory for
+    reuse otherwise, so the driver's footprint would not fall when it drops the bundle)."""
+    import contextlib
+    import ctypes
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: merely reused later
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
                 workers: int | None = None,
                 memory_budget: float = MEMORY_BUDGET_BYTES) -> ResultsFn:

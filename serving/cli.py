@@ -398,11 +398,11 @@ def score(
 
     settings = cli_settings(bundle, bundle_sha256, tracking_uri, model_name, alias, audit_db)
     trail = open_audit(settings) if audit else None
-    model = load_model(settings)
-    gc.freeze()  # the bundle's many objects out of the collector's way: chunks allocate a lot
     wanted = _parse_horizons(horizons)
-    raise typer.Exit(score_streaming(input_path, output_path, model, wanted, trail, strict,
-                                     ray_address, chunk_rows, ray_memory_gb * 1e9))
+    # the model is passed, not kept here, so that a Ray run can drop it (see score_streaming)
+    raise typer.Exit(score_streaming(input_path, output_path, load_model(settings), wanted,
+                                     trail, strict, ray_address, chunk_rows,
+                                     ray_memory_gb * 1e9))
 
 
 def _chunk_auditor(trail: AuditTrail, model, input_path: Path):
@@ -459,15 +459,20 @@ def score_streaming(input_path: Path, output_path: Path, model, horizons: list[f
     from serving.loading import limit_numeric_threads
 
     limit_numeric_threads()  # chunks are scored one at a time here, as in each Ray actor
-    results, owns_ray = None, False
+    results, owns_ray, bundle = None, False, model.bundle
     if ray_address:
-        from serving.batch_ray import init_ray, ray_results
+        from serving.batch_ray import init_ray, ray_results, release_memory
 
         owns_ray = init_ray(ray_address)
-        results = ray_results(model.bundle, grid_horizons, chunk_rows,
+        results = ray_results(bundle, grid_horizons, chunk_rows,
                               memory_budget=ray_memory_bytes)
+        # the actors score from the object store's copy: the driver's goes (about 60 MB)
+        model = bundle = None
+        release_memory()
+    else:
+        gc.freeze()  # the bundle's many objects out of the collector's way: chunks allocate
     try:
-        summary = run_batch(input_path, output_path, model.bundle, grid_horizons, auditor,
+        summary = run_batch(input_path, output_path, bundle, grid_horizons, auditor,
                             strict=strict, chunk_rows=chunk_rows, results=results)
     except (CohortFileError, BatchInputError) as err:
         raise fail(f"refused, nothing scored: {err}") from err
