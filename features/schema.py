@@ -177,6 +177,11 @@ def _clean_cell(value: object) -> object:
     return value
 
 
+def _clean_column(values: list) -> list:
+    """:func:`_clean_cell` of each of a column's values (text inline, the rest by the call)."""
+    return [(v if v.strip() else None) if type(v) is str else _clean_cell(v) for v in values]
+
+
 def _pydantic_violations(row: int, err: ValidationError, echo: bool = True) -> list[Violation]:
     """The contract's words for a row's pydantic errors; ``echo=False`` leaves out the submitted
     value (for files written beside the output, such as a batch's rejects)."""
@@ -249,9 +254,12 @@ def validate_rows(
     table (:func:`validate_table`). Duplicate keys are the caller's concern.
     """
     model = check.model
-    for i, values in enumerate(df[check.fields].itertuples(index=False, name=None),
-                               start=first_row):
-        data = {k: _clean_cell(v) for k, v in zip(check.fields, values, strict=True)}
+    fields = check.fields
+    # cleaned column by column (a CSV's cells are text: one type test and a strip each),
+    # then zipped into rows: half the cost of cleaning each row's tuple in a dict comprehension
+    columns = [_clean_column(df[c].tolist()) for c in fields]
+    for i, values in enumerate(zip(*columns, strict=True), start=first_row):
+        data = dict(zip(fields, values, strict=True))
         try:
             yield i, model.model_validate(data), []
         except ValidationError as err:

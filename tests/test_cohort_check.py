@@ -170,3 +170,16 @@ def test_console_script_exit_codes(tmp_path):
     ko = subprocess.run([*cmd, str(bad)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ko.returncode == 2 and "row 1, column rt_stage" in ko.stdout
+
+
+def test_column_cleaning_equals_the_cell_by_cell_cleaning():
+    import numpy as np
+
+    from features.schema import _clean_cell, _clean_column
+
+    values = ["a", " b ", "", "   ", None, float("nan"), 1.5, np.float64(2.5), np.int64(3),
+              np.nan, pd.NA, True, np.bool_(False), 7, "\t", "x y"]
+    got = _clean_column(values)
+    want = [_clean_cell(v) for v in values]
+    assert [(type(g), g) for g in got] == [(type(w), w) for w in want]
+    assert got[:5] == ["a", " b ", None, None, None] and got[5] is None
