@@ -33,7 +33,8 @@ from serving.batch_io import (
     RejectWriter,
     ResultWriter,
     file_columns,
-    float_texts,
+    float_texts_of,
+    joined_text,
     rejects_path,
 )
 from serving.batch_keys import SeenKeys
@@ -158,8 +159,7 @@ class Summary:
 def value_texts(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, pa.Array]:
     """The ``repr`` text of every value of the float ``columns`` (formatted once per chunk:
     the audit records and the CSV output both use it)."""
-    return {c: float_texts(frame[c].to_numpy(dtype=float))
-            for c in columns if c not in TEXT_COLUMNS}
+    return float_texts_of(frame, [c for c in columns if c not in TEXT_COLUMNS])
 
 
 def _risk_outputs(frame: pd.DataFrame, horizons: Sequence[float],
@@ -174,10 +174,7 @@ def _risk_outputs(frame: pd.DataFrame, horizons: Sequence[float],
     texts = value_texts(frame, result_columns(horizons)) if texts is None else texts
 
     def text(columns: list[str]) -> str:
-        if len(frame) == 0:
-            return ""
-        rows = pc.binary_join_element_wise(*[texts[c] for c in columns], ",")
-        return ",".join(rows.to_pylist())
+        return joined_text([texts[c] for c in columns])
 
     risks = {}
     for e in ENDPOINTS:
