@@ -1,28 +1,37 @@
 """Batch scoring on Ray Data: the same chunk function on a cluster's workers, in file order.
 
 A Ray Data datasource (:mod:`serving.batch_ray_source`) streams the file with the local run's
-own reader (same chunks, same row numbers, malformed CSV lines as rejects), a pool of actors
-that each hold the bundle once runs :func:`serving.batch.score_chunk` on each block, and the
-driver receives the results in file order (``preserve_order``), so it numbers, de-duplicates,
-audits and writes exactly as in a local run.
+own reader (same chunks, same row numbers, malformed CSV lines as rejects), one chunk per
+row, block and batch; a pool of actors that each hold the bundle once runs
+:func:`serving.batch.score_chunk` on each chunk, and the driver receives the results in file
+order (``preserve_order``), so it numbers, de-duplicates, audits and writes exactly as in a
+local run. Every value is the local run's to the last bit: each actor call scores exactly a
+local chunk (see :mod:`serving.batch_ray_source` for why Ray Data's own block shaping would
+not).
 
 Memory (issue 12: the driver and every Ray process together under 2 GB whatever the file's
-size). Measured on a local cluster (release forest, 2 CPUs), the sum is made of: each scoring
-actor, 300-400 MB (imports, its copy of the bundle's trees, a chunk's per-tree curves); the
-driver, about 350 MB; Ray's own daemons and Ray Data's helper actors, about 700 MB, fixed;
-the reader's worker; and the object store's touched pages. Only the last two can grow with
-the file (the reader outruns the actors and its blocks wait in the store), so both are
-capped on purpose:
+size). Measured on a local cluster (release model, 2 CPUs, Ray 2.60), 1.35 GB are spent
+before any scoring actor: Ray's daemons, Ray Data's helper actors, the read task and the
+driver (:data:`FIXED_BYTES`); each scoring actor adds about 0.36 GB (:data:`ACTOR_BYTES`).
+Only the blocks waiting in the object store could grow with the file, so they are capped,
+and the actors are counted from the budget:
 
-- one scoring actor per CPU, never more (:func:`actor_count`), each fed one block at a time
-  (``max_tasks_in_flight_per_actor=1``): no actor queues chunks it cannot score yet;
+- :func:`actor_count`: as many scoring actors as the budget (``--ray-memory-gb``, 2 GB by
+  default) leaves room for, at least one and at most one per CPU, each fed one chunk at a
+  time (``max_tasks_in_flight_per_actor=1``): no actor queues chunks it cannot score yet;
 - Ray Data's object-store budget for this dataset is :data:`DATA_STORE_BYTES` (on any
-  cluster, ours or not), so the reader is held back once that many bytes of blocks wait;
+  cluster, ours or not), and its read task yields one chunk per block (a streaming
+  generator Ray holds back a few blocks ahead), so the reader never runs far ahead;
 - a local cluster we start gets an object store of :data:`DEFAULT_OBJECT_STORE_BYTES`: the
-  pickled bundle (about 50 MB for the release forest) plus the dataset's budget plus room;
+  pickled bundle (about 50 MB for the release model) plus the dataset's budget plus room;
+- the bundle is put in the object store once; the actors read its arrays in place and the
+  driver drops its own copy (:func:`release_memory`);
 - no idle workers prestarted (``enable_worker_prestart``): Ray would otherwise start one
   Python process per CPU that this job never uses (its workers need our runtime_env);
 - the read task's module imports only the reader, not the model.
+
+The patient keys the driver must remember to refuse repeated ones are the one thing that
+grows with the file: 24 bytes a key (:mod:`serving.batch_keys`), 24 MB per million rows.
 """
 
 from __future__ import annotations
