@@ -844,13 +844,17 @@ def _leaf_sums(leaves, weights, values, cols, phi):
     summed in the same order whatever the others, so a column is the same bit for bit
     whether it was asked for alone or with the whole grid.
     """
+    n_cols = cols.shape[0]
+    vc = np.empty(n_cols)  # the leaf's columns side by side: the loop below vectorises
     for u in range(leaves.shape[0]):
         node = leaves[u]
+        for c in range(n_cols):
+            vc[c] = values[node, cols[c]]
         for p in range(weights.shape[1]):
             wp = weights[u, p]
             if wp != 0.0:
-                for c in range(cols.shape[0]):
-                    phi[p, c] += wp * values[node, cols[c]]
+                for c in range(n_cols):
+                    phi[p, c] += wp * vc[c]
 
 
 # ---------------------------------------------------- input-level players: Cox kernel
@@ -893,6 +897,7 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
     w_both = np.zeros(n_players + 1)
     w_out = np.zeros(n_players + 1)
     v = np.empty(n_grid)
+    vc = np.empty(n_cols)
     acc_all = np.empty(n_cols)
     acc_in = np.empty((n_players, n_cols))
     for q in range(n_bg):
@@ -963,17 +968,19 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
                     total += surv * (-em) * (d_k / d_tot)
                     surv *= 1.0 + em
                 v[g] = total
+            for g in range(n_cols):  # side by side: the sums below vectorise
+                vc[g] = v[cols[g]]
             s = _popcount(coal)
             wo = w_out[s]
             wb = w_both[s]
             for g in range(n_cols):
-                acc_all[g] += wo * v[cols[g]]
+                acc_all[g] += wo * vc[g]
             bits = coal
             while bits:
                 low = bits & -bits
                 jj = _popcount(low - 1)
                 for g in range(n_cols):
-                    acc_in[jj, g] += wb * v[cols[g]]
+                    acc_in[jj, g] += wb * vc[g]
                 bits ^= low
         for jj in range(d):
             p = active[jj]
