@@ -68,13 +68,16 @@ def test_forest_one_cause_and_packed_nodes_match_the_trees():
         assert np.array_equal(leaves[b], est.tree_.apply(X32))  # scikit-learn's own walk
 
 
-def test_cox_linear_predictor_is_the_pipelines_own():
+def test_cox_linear_predictor_is_the_pipelines_own_and_a_rows_value_ignores_its_batch():
     cox = dict(ensemble().members_)["cox"]
     X, _ = data()
     Xv = X.to_numpy(dtype=np.float64)
     for model in cox.models_:
         if model is not None:
-            assert np.array_equal(cox._log_risk(model, Xv), model.predict(Xv))
+            whole = cox._log_risk(model, Xv)
+            np.testing.assert_allclose(whole, model.predict(Xv), rtol=0, atol=1e-12)
+            for a, b in ((0, 1), (5, 6), (100, 131), (len(Xv) - 1, len(Xv))):
+                assert np.array_equal(cox._log_risk(model, Xv[a:b]), whole[a:b])
 
 
 def test_checked_features_short_path_equals_validate_data():
