@@ -268,3 +268,22 @@ def test_endpoints_share_their_neighbours_only_when_the_lookup_is_the_same():
     assert a.same_lookup(b)
     assert not a.same_lookup(replace(b, train_features=b.train_features + 1))
     assert not a.same_lookup(replace(b, n_neighbours=b.n_neighbours + 1))
+
+
+def test_a_patients_served_numbers_do_not_depend_on_its_batch():
+    """The CIF and both bounds of a patient scored alone equal, bit for bit, its row in a batch
+    (``/score`` against ``/score_batch``, or two ``--chunk-rows``)."""
+    from tests.test_intervals import cohort, interval_bundle
+
+    X = cohort().X.iloc[:40]
+    for bundle in (small_bundle(), interval_bundle()):
+        cif = bundle.predict_cif_features(X)
+        bands = bundle.risk_intervals(X, None, cif=cif)
+        for i in (0, 17, 39):
+            one = X.iloc[i : i + 1]
+            cif1 = bundle.predict_cif_features(one)
+            bands1 = bundle.risk_intervals(one, None, cif=cif1)
+            for e in cif:
+                assert np.array_equal(cif1[e][0], cif[e][i])
+                assert np.array_equal(bands1[e][0][0], bands[e][0][i])
+                assert np.array_equal(bands1[e][1][0], bands[e][1][i])
