@@ -897,7 +897,10 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
     w_both = np.zeros(n_players + 1)
     w_out = np.zeros(n_players + 1)
     v = np.empty(n_grid)
-    vc = np.empty(n_cols)
+    whole = n_cols == n_grid
+    for c in range(n_cols):
+        whole = whole and cols[c] == c
+    vc = v if whole else np.empty(n_cols)
     acc_all = np.empty(n_cols)
     acc_in = np.empty((n_players, n_cols))
     for q in range(n_bg):
@@ -968,8 +971,9 @@ def _cox_players(table, parents, n_parents, n_players, mean, scale, coef, increm
                     total += surv * (-em) * (d_k / d_tot)
                     surv *= 1.0 + em
                 v[g] = total
-            for g in range(n_cols):  # side by side: the sums below vectorise
-                vc[g] = v[cols[g]]
+            if not whole:  # the columns side by side: the sums below vectorise
+                for g in range(n_cols):
+                    vc[g] = v[cols[g]]
             s = _popcount(coal)
             wo = w_out[s]
             wb = w_both[s]
