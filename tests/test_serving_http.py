@@ -378,7 +378,8 @@ TAMPERING = {
 
 
 def test_audit_verify_on_the_servers_database(server, client, tmp_path, monkeypatch):
-    _post(client, "/model_info", {})
+    for _ in range(3):  # records to tamper with, even when this test runs alone
+        _post(client, "/model_info", {})
     monkeypatch.setenv("REIRRAD_AUDIT_KEY", AUDIT_KEY)
     monkeypatch.setenv("REIRRAD_HOME", str(tmp_path))
     app = typer.Typer()
