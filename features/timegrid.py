@@ -7,6 +7,7 @@ and memory do not grow with the number of distinct event times (design.md, 'Time
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +35,10 @@ class TimeGrid:
 
     @property
     def points(self) -> np.ndarray:
-        """Grid points after 0 at which an event can happen: step, 2 step, ..., max."""
-        n = int(round(self.max_months / self.step_months))
-        return np.arange(1, n + 1, dtype=float) * self.step_months
+        """Grid points after 0 at which an event can happen: step, 2 step, ..., max.
+
+        Read-only and built once per grid: a served call asks for them a dozen times."""
+        return _grid_points(self.max_months, self.step_months)
 
     def check_horizons(self, horizons: np.ndarray | list[float] | float) -> np.ndarray:
         """Return horizons as a float array, refusing any that fall outside [0, max]."""
@@ -75,3 +77,11 @@ class TimeGrid:
 
 
 DEFAULT_GRID = TimeGrid()
+
+
+@functools.lru_cache(maxsize=32)
+def _grid_points(max_months: float, step_months: float) -> np.ndarray:
+    n = int(round(max_months / step_months))
+    points = np.arange(1, n + 1, dtype=float) * step_months
+    points.setflags(write=False)
+    return points
