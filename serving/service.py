@@ -23,6 +23,7 @@ BentoML with the request models; a request that breaks the contract gets 400 wit
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,19 @@ def _log_like_bentoml(name: str) -> None:
     ours.setLevel(logging.INFO)
 
 
+def _freeze_startup_objects() -> None:
+    """Move everything loaded at start-up (the model's objects, BentoML, the libraries) out of
+    the garbage collector's reach.
+
+    They live as long as the worker, yet every full collection walked them all: ~230,000
+    objects, ~150 ms with the world stopped, a few times a minute under load, which showed as
+    requests taking 0.2-0.9 s at the 99th percentile. ``gc.freeze`` (CPython's own remedy for
+    long-lived start-up state) keeps collecting what requests create.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _current_service() -> Any:
     try:
         return bentoml.get_current_service()
@@ -152,6 +166,7 @@ class RiskService:
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(_RefusalsAreNotErrors())
         _log_like_bentoml(API_LOGGER)
         self._warm_up()
+        _freeze_startup_objects()
 
     def _load_model(self) -> LoadedModel:
         """The Bento's model when served from a Bento, else the file or the champion."""
