@@ -9,15 +9,28 @@ merged as they grow (a log-structured merge: O(log n) runs, each element copied 
 times). Two different keys share a digest with probability about n^2 / 2^129 (1e-27 for a
 million keys): the cost would be one row wrongly refused as a duplicate, visibly, in the
 rejects file, never a silent wrong score.
+
+Past ``max_in_memory`` keys (default 4,000,000: 96 MB; ``REIRRAD_BATCH_KEYS_IN_MEMORY``) the
+ledger moves to a SQLite file in a temporary directory (a B-tree keyed by digest, 32 MB of
+page cache) and grows there: a run's memory then stays bounded whatever the file's size, at
+the cost of a few microseconds per row for the lookups beyond that many keys.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+MAX_KEYS_IN_MEMORY = 4_000_000
+KEYS_IN_MEMORY_ENV = "REIRRAD_BATCH_KEYS_IN_MEMORY"
+SPILL_CACHE_KIB = 32 * 1024
+SQL_VARIABLES = 900
+"""Digests per lookup statement (under SQLite's smallest limit on bound variables)."""
 HASH_KEYS = ("reirrad-keys-one", "reirrad-keys-two")
 """The two SipHash keys (16 bytes each) whose 64-bit digests make a key's 128-bit digest."""
 
@@ -32,11 +45,22 @@ def digests(keys: Sequence[str]) -> np.ndarray:
 class SeenKeys:
     """Keys seen so far, each with the data row where it was first seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_memory: int | None = None) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted digests, rows)
+        if max_in_memory is None:
+            max_in_memory = int(os.environ.get(KEYS_IN_MEMORY_ENV, MAX_KEYS_IN_MEMORY))
+        self.max_in_memory = max(int(max_in_memory), 1)
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self._db: sqlite3.Connection | None = None
+        self._n_spilled = 0
 
     def __len__(self) -> int:
-        return sum(len(d) for d, _ in self._runs)
+        return sum(len(d) for d, _ in self._runs) + self._n_spilled
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the ledger has moved to its SQLite file."""
+        return self._db is not None
 
     def first_rows(self, keys: Sequence[str], rows: np.ndarray) -> np.ndarray:
         """For keys met in file order at data rows ``rows``: the row where each key was
@@ -58,6 +82,13 @@ class SeenKeys:
             hit = run_d[at] == ds
             first_sorted[hit] = run_rows[at[hit]]
             known |= hit
+        if self._db is not None:
+            stored_d, stored_rows = self._lookup(ds[starts])
+            if len(stored_d):
+                at = np.minimum(np.searchsorted(stored_d, ds), len(stored_d) - 1)
+                hit = stored_d[at] == ds
+                first_sorted[hit] = stored_rows[at[hit]]
+                known |= hit
         new = starts & ~known
         if new.any():
             self._add(ds[new], first_sorted[new])
@@ -66,10 +97,56 @@ class SeenKeys:
         return first
 
     def _add(self, d: np.ndarray, rows: np.ndarray) -> None:
-        """Append a sorted run; merge the last two while the older is not twice as long."""
+        """Append a sorted run; merge the last two while the older is not twice as long;
+        past the memory budget, everything goes to the SQLite file."""
+        if self._db is not None:
+            self._store(d, rows)
+            return
         self._runs.append((d, rows))
+        if len(self) > self.max_in_memory:
+            self._spill()
+            return
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
             (d1, r1), (d2, r2) = self._runs.pop(-2), self._runs.pop()
             merged = np.concatenate([d1, d2])
             order = np.argsort(merged, kind="stable")
             self._runs.append((merged[order], np.concatenate([r1, r2])[order]))
+
+    # ----------------------------------------------------------------- the SQLite file
+    def _spill(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="reirrad-keys-")
+        db = sqlite3.connect(os.path.join(self._dir.name, "keys.db"))
+        db.execute("PRAGMA journal_mode=OFF")  # scratch data: no journal, no fsync
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(f"PRAGMA cache_size=-{SPILL_CACHE_KIB}")
+        db.execute("CREATE TABLE seen (d BLOB PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID")
+        self._db = db
+        runs, self._runs = self._runs, []
+        for d, rows in runs:
+            self._store(d, rows)
+
+    def _store(self, d: np.ndarray, rows: np.ndarray) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO seen (d, row) VALUES (?, ?)",
+                zip(d.tolist(), rows.tolist(), strict=True),
+            )
+        self._n_spilled += len(d)
+
+    def _lookup(self, unique_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored digests among ``unique_sorted`` (sorted) and their rows."""
+        assert self._db is not None
+        found: list[tuple[bytes, int]] = []
+        values = unique_sorted.tolist()
+        for a in range(0, len(values), SQL_VARIABLES):
+            part = values[a : a + SQL_VARIABLES]
+            marks = ",".join("?" * len(part))
+            found += self._db.execute(
+                f"SELECT d, row FROM seen WHERE d IN ({marks})", part
+            ).fetchall()
+        if not found:
+            return np.empty(0, dtype="S16"), np.empty(0, dtype=np.int64)
+        found.sort()
+        return (np.array([f[0] for f in found], dtype="S16"),
+                np.array([f[1] for f in found], dtype=np.int64))

@@ -41,3 +41,31 @@ def test_a_key_costs_24_bytes_and_digests_tell_keys_apart():
     assert sum(a.nbytes + b.nbytes for a, b in ledger._runs) == 24 * len(keys)
     again = ledger.first_rows(keys[::1000], np.arange(10**6, 10**6 + 200))
     assert again.tolist() == list(range(1, len(keys) + 1, 1000))
+
+
+def test_past_its_memory_budget_the_ledger_moves_to_sqlite_and_answers_the_same():
+    rng = np.random.default_rng(9)
+    pool = [f"P{i:05d}" for i in range(2000)] + ["", "é-ü", "x" * 200]
+    chunks, row = [], 1
+    for size in rng.integers(0, 90, size=80):
+        keys = [pool[i] for i in rng.integers(0, len(pool), size=size)]
+        rows = np.arange(row, row + size)
+        row = int(rows[-1]) + 1 if size else row
+        chunks.append((keys, rows))
+    ledger = SeenKeys(max_in_memory=300)
+    got = [ledger.first_rows(keys, rows).tolist() for keys, rows in chunks]
+    assert ledger.spilled and not ledger._runs  # nothing kept in memory once moved
+    assert got == reference(chunks)
+    assert len(ledger) == len({k for keys, _ in chunks for k in keys})
+
+
+def test_digests_ending_in_zero_bytes_survive_the_sqlite_file():
+    ledger = SeenKeys(max_in_memory=1)
+    keys = [f"K{i}" for i in range(5000)]
+    last_byte = digests(keys).view(np.uint8).reshape(-1, 16)[:, -1]
+    zero_tail = [k for k, b in zip(keys, last_byte, strict=True) if b == 0][:5]
+    assert zero_tail  # about one key in 256
+    first = ledger.first_rows(zero_tail + ["other"], np.arange(1, len(zero_tail) + 2))
+    again = ledger.first_rows(zero_tail, np.arange(100, 100 + len(zero_tail)))
+    assert ledger.spilled
+    assert again.tolist() == first[: len(zero_tail)].tolist()
