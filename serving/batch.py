@@ -206,7 +206,7 @@ class RowLedger:
         self.n_scored = 0
         self.n_rejected = 0
         self.shown: list[str] = []
-        self._seen = SeenKeys()  # compact: this grows with the file (serving.batch_keys)
+        self._seen = SeenKeys()  # bounded: on disk past its budget (serving.batch_keys)
 
     def _reject(self, row: int, pid: str | None, column: str | None, reason: str) -> None:
         if self.sink is not None:

@@ -10,7 +10,7 @@ times). Two different keys share a digest with probability about n^2 / 2^129 (1e
 million keys): the cost would be one row wrongly refused as a duplicate, visibly, in the
 rejects file, never a silent wrong score.
 
-Past ``max_in_memory`` keys (default 4,000,000: 96 MB; ``REIRRAD_BATCH_KEYS_IN_MEMORY``) the
+Past ``max_in_memory`` keys (default 1,000,000: 24 MB; ``REIRRAD_BATCH_KEYS_IN_MEMORY``) the
 ledger moves to a SQLite file in a temporary directory (a B-tree keyed by digest, 32 MB of
 page cache) and grows there: a run's memory then stays bounded whatever the file's size, at
 the cost of a few microseconds per row for the lookups beyond that many keys.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-MAX_KEYS_IN_MEMORY = 4_000_000
+MAX_KEYS_IN_MEMORY = 1_000_000
 KEYS_IN_MEMORY_ENV = "REIRRAD_BATCH_KEYS_IN_MEMORY"
 SPILL_CACHE_KIB = 32 * 1024
 SQL_VARIABLES = 900
