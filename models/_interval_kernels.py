@@ -122,10 +122,55 @@ def _expit(x):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def correction(b, v, s, variant):
+    """(shift to subtract from the estimate, standard error below, standard error above) at one
+    grid point, from the smoothed neighbour-averaged bias ``b`` and variance ``v`` and the
+    shrinkage slope ``s``: the one statement of the variants' rule, for the marginal intervals
+    (:func:`interval_bounds`) and the paired differences (:func:`corrections`) alike.
+
+    ``spread`` (0): the refits' bias and spread as measured. ``shrink`` (1): both scaled by the
+    shrinkage slope. ``shrink_rms`` (2) and ``shrink_rms_logit`` (4): the bias correction's own
+    uncertainty (its size) added to the variance on both sides. ``directional`` (3): added only
+    on the side the correction points to (the truth of a shrunk estimate lies further out, not
+    back towards the mean).
+    """
+    if variant == 0:
+        se = math.sqrt(v)
+        return b, se, se
+    shift = b / s
+    plain = math.sqrt(v) / s
+    if variant == 1:
+        return shift, plain, plain
+    wide = math.sqrt(v + shift * shift) / s
+    if variant == 3:
+        if shift < 0:  # the centre moves up: the truth may lie further up
+            return shift, plain, wide
+        return shift, wide, plain
+    return shift, wide, wide
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def corrections(bias, var, slope, variant):
+    """:func:`correction` at every point of (m, G) ``bias`` and ``var`` with (G,) ``slope``:
+    (shift, standard error below, standard error above), each (m, G)."""
+    m, g = bias.shape
+    shift = np.empty((m, g))
+    se_lo = np.empty((m, g))
+    se_hi = np.empty((m, g))
+    for r in range(m):
+        for t in range(g):
+            sh, lo, hi = correction(bias[r, t], var[r, t], slope[t], variant)
+            shift[r, t] = sh
+            se_lo[r, t] = lo
+            se_hi[r, t] = hi
+    return shift, se_lo, se_hi
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def interval_bounds(cif, bias, var, slope, variant, half_width, z, logit_floor):
     """(lower, upper), each (m, G): the interval around ``cif`` from the neighbour-averaged
     ``bias`` and ``var``; the recipe of :meth:`models.intervals.ResampleIntervals.grid_interval`
-    (smoothing, correction by ``variant``, clipping, non-decreasing envelopes)."""
+    (smoothing, :func:`correction` by ``variant``, clipping, non-decreasing envelopes)."""
     m, g = cif.shape
     lower = np.empty((m, g))
     upper = np.empty((m, g))
@@ -135,22 +180,7 @@ def interval_bounds(cif, bias, var, slope, variant, half_width, z, logit_floor):
         _smooth_row(bias[r], half_width, b)
         _smooth_row(var[r], half_width, v)
         for t in range(g):
-            if variant == 0:
-                shift = b[t]
-                se_lo = se_hi = math.sqrt(v[t])
-            else:
-                s = slope[t]
-                shift = b[t] / s
-                plain = math.sqrt(v[t]) / s
-                wide = math.sqrt(v[t] + shift * shift) / s
-                if variant == 1:
-                    se_lo = se_hi = plain
-                elif variant == 3:
-                    up = shift < 0  # the centre moves up: the truth may lie further up
-                    se_lo = plain if up else wide
-                    se_hi = wide if up else plain
-                else:
-                    se_lo = se_hi = wide
+            shift, se_lo, se_hi = correction(b[t], v[t], slope[t], variant)
             c = cif[r, t]
             centre = min(max(c - shift, 0.0), 1.0)
             if variant == 4:

@@ -56,6 +56,7 @@ from features.config import EVENT_CENSORED, EVENT_OF_INTEREST
 from models._cif import check_survival_y, grid_indices
 from models._interval_kernels import (
     VARIANT_CODES,
+    corrections,
     interval_bounds,
     neighbour_lookup,
     weighted_average,
@@ -72,11 +73,19 @@ refits cheap; their extra Monte-Carlo noise only widens the intervals."""
 MIN_SLOPE = 0.25
 """Floor of the shrinkage slope s(t) (a near-zero slope would blow the correction up)."""
 SMOOTH_HALF_WIDTH = 3
-VARIANTS = ("spread", "shrink", "shrink_rms", "directional", "shrink_rms_logit")
+VARIANTS = tuple(VARIANT_CODES)
+"""The interval variants' names (their rule: :func:`models._interval_kernels.correction`)."""
 LOGIT_FLOOR = 0.02
 """Risks are kept in [floor, 1 - floor] for the logit-scale derivative (no explosion near 0)."""
 DEFAULT_VARIANT = "shrink_rms"
 SEED_UPPER = 2**31 - 1
+
+
+def variant_code(variant: str) -> int:
+    """The kernels' code of ``variant``; the one check of a variant's name."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}")
+    return VARIANT_CODES[variant]
 
 
 # ----------------------------------------------------------------------- simulation
@@ -187,32 +196,6 @@ class ResampleIntervals:
         picked = values[idx].astype(np.float32 if values.dtype == np.float16 else float)
         return np.einsum("mk,mk...->m...", w.astype(picked.dtype), picked)
 
-    def _correct(
-        self, bias: np.ndarray, variance: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(shift to subtract from the estimate, standard error below, standard error above).
-
-        ``spread``: the refits' bias and spread as measured. ``shrink``: both scaled by the
-        shrinkage slope. ``shrink_rms``: the bias correction's own uncertainty (its size) added
-        to the variance on both sides. ``directional``: added only on the side the correction
-        points to (the truth of a shrunk estimate lies further out, not back towards the mean).
-        """
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}")
-        if self.variant == "spread":
-            se = np.sqrt(variance)
-            return bias, se, se
-        s = self.slope
-        shift = bias / s
-        plain = np.sqrt(variance) / s
-        if self.variant == "shrink":
-            return shift, plain, plain
-        wide = np.sqrt(variance + shift**2) / s
-        if self.variant == "directional":
-            up = shift < 0  # the correction moves the centre up: the truth may lie further up
-            return shift, np.where(up, plain, wide), np.where(up, wide, plain)
-        return shift, wide, wide
-
     # -- intervals ---------------------------------------------------------------------
     def grid_interval(
         self,
@@ -227,8 +210,7 @@ class ResampleIntervals:
         :meth:`neighbours` of ``X`` when the caller has them, from this model or one for
         which :meth:`same_lookup` holds (a bundle's endpoints look them up once).
         """
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}")
+        code = variant_code(self.variant)
         cif_grid = np.ascontiguousarray(cif_grid, dtype=float)
         idx, w = self.neighbours(X) if neighbours is None else neighbours
         return interval_bounds(
@@ -236,7 +218,7 @@ class ResampleIntervals:
             weighted_average(self.bias, idx, w),
             weighted_average(self.variance, idx, w),
             np.asarray(self.slope, dtype=float),
-            VARIANT_CODES[self.variant],
+            code,
             SMOOTH_HALF_WIDTH,
             normal_quantile(level),
             LOGIT_FLOOR,
@@ -258,6 +240,7 @@ class ResampleIntervals:
         their spread is scaled back up by the ratio of the local variance to the averaged
         deviations' variance (at least 1).
         """
+        code = variant_code(self.variant)
         cif = np.asarray(cif, dtype=float)
         idx, w = self.neighbours(X)
         dev = self._average(self.deviations, idx, w)  # (m, R, G)
@@ -268,8 +251,11 @@ class ResampleIntervals:
         diff = (dev - dev[[reference]]).astype(float)
         bias = diff.mean(axis=1)
         var = diff.var(axis=1, ddof=1) * 0.5 * (ratio + ratio[[reference]])
-        shift, se_lo, se_hi = self._correct(
-            smooth_over_time(bias, SMOOTH_HALF_WIDTH), smooth_over_time(var, SMOOTH_HALF_WIDTH)
+        shift, se_lo, se_hi = corrections(
+            np.ascontiguousarray(smooth_over_time(bias, SMOOTH_HALF_WIDTH), dtype=float),
+            np.ascontiguousarray(smooth_over_time(var, SMOOTH_HALF_WIDTH), dtype=float),
+            np.asarray(self.slope, dtype=float),
+            code,
         )
         cols = np.asarray(cols)
         on = cols >= 0
@@ -312,8 +298,7 @@ def fit_resample_intervals(
     """
     if n_resamples < 2:
         raise ValueError("n_resamples must be at least 2")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}")
+    variant_code(variant)
     started = time.perf_counter()
     params = dict(DEFAULT_RESAMPLE_PARAMS if resample_params is None else resample_params)
     grid = model.grid_

@@ -19,7 +19,7 @@ from features.timegrid import DEFAULT_GRID
 from models._cif import checked_features
 from models._flat_forest import apply_all
 from models.ensemble import CompetingRiskEnsemble
-from models.intervals import fit_resample_intervals
+from models.intervals import VARIANTS, fit_resample_intervals
 from models.uncertainty import smooth_over_time
 from tests.bundle_factory import small_bundle
 from tests.survival_sim import simulate
@@ -111,6 +111,40 @@ def test_smoothing_equals_the_plain_formula():
             assert np.array_equal(smooth_over_time(se, half), _smooth_reference(se, half))
 
 
+def _numpy_correction(variant: str, slope, bias, variance):
+    """The variants' correction as numpy formulas, kept here on purpose as an independent
+    check of the compiled rule (:func:`models._interval_kernels.correction`, the product's
+    only statement of it): (shift, standard error below, standard error above)."""
+    if variant == "spread":
+        se = np.sqrt(variance)
+        return bias, se, se
+    shift = bias / slope
+    plain = np.sqrt(variance) / slope
+    if variant == "shrink":
+        return shift, plain, plain
+    wide = np.sqrt(variance + shift**2) / slope
+    if variant == "directional":
+        up = shift < 0  # the correction moves the centre up: the truth may lie further up
+        return shift, np.where(up, plain, wide), np.where(up, wide, plain)
+    return shift, wide, wide  # shrink_rms, shrink_rms_logit
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compiled_correction_equals_the_numpy_formulas(variant):
+    """Bit for bit, on both sides of a zero bias (``directional`` turns on its sign)."""
+    from models._interval_kernels import corrections
+    from models.intervals import MIN_SLOPE, variant_code
+
+    rng = np.random.default_rng(SEED)
+    bias = rng.normal(0.0, 0.05, (9, 61))
+    bias[0, :5] = 0.0
+    variance = rng.random((9, 61)) * 0.01
+    slope = rng.uniform(MIN_SLOPE, 1.0, 61)
+    got = corrections(bias, variance, slope, variant_code(variant))
+    for a, b in zip(got, _numpy_correction(variant, slope, bias, variance), strict=True):
+        assert np.array_equal(a, b)
+
+
 def _numpy_interval(iv, X, cif):
     """The interval recipe as numpy formulas (the code before the compiled kernels): exact
     float64 distances, a stable sort, the kernel weights, then ``grid_interval``'s steps."""
@@ -131,8 +165,9 @@ def _numpy_interval(iv, X, cif):
     w = w / w.sum(axis=1, keepdims=True)
     bias = np.einsum("mk,mkg->mg", w, iv.bias[idx].astype(float))
     var = np.einsum("mk,mkg->mg", w, iv.variance[idx].astype(float))
-    shift, se_lo, se_hi = iv._correct(smooth_over_time(bias, SMOOTH_HALF_WIDTH),
-                                      smooth_over_time(var, SMOOTH_HALF_WIDTH))
+    shift, se_lo, se_hi = _numpy_correction(iv.variant, iv.slope,
+                                            smooth_over_time(bias, SMOOTH_HALF_WIDTH),
+                                            smooth_over_time(var, SMOOTH_HALF_WIDTH))
     z = normal_quantile()
     centre = np.clip(cif - shift, 0.0, 1.0)
     if iv.variant.endswith("_logit"):
@@ -148,8 +183,7 @@ def _numpy_interval(iv, X, cif):
     return idx, w, np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("variant", ["spread", "shrink", "shrink_rms", "directional",
-                                     "shrink_rms_logit"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_compiled_interval_equals_the_numpy_recipe(variant):
     from dataclasses import replace
 
