@@ -180,13 +180,11 @@ class AuditKey:
 
     def patient_key(self, patient_id: str) -> str:
         """Keyed hash of a patient key: stable for one audit key, useless without it."""
-        return hmac.new(
-            self._derive(_SUBJECT_LABEL), patient_id.strip().encode("utf-8"), hashlib.sha256
-        ).hexdigest()
+        return self.patient_keys([patient_id])[0]
 
     def patient_keys(self, patient_ids: Sequence[str]) -> list[str]:
-        """:meth:`patient_key` of each key: the derived key is set up once and copied per
-        patient (a batch of a million rows hashes a million keys)."""
+        """:meth:`patient_key` of each key (the one implementation): the derived key is set up
+        once and copied per patient (a batch of a million rows hashes a million keys)."""
         base = hmac.new(self._derive(_SUBJECT_LABEL), digestmod=hashlib.sha256)
         out = []
         for pid in patient_ids:

@@ -533,7 +533,7 @@ def score_whole(input_path: Path, output_path: Path, horizons: str, bundle, bund
             status=200,
             caller=f"cli:{getpass.getuser()}",
             model=model_ref(model).model_dump(),
-            patient_keys=[trail.patient_key(s.patient_id) for s in scores],
+            patient_keys=trail.patient_keys([s.patient_id for s in scores]),
             input_mac=trail.input_mac(input_path.read_bytes()),
             outputs=score_outputs(scores),
         )

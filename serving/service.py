@@ -232,7 +232,7 @@ class RiskService:
             )
         except ScoringInputError as err:
             return _refusal(ctx, err, "BatchScoreRequest")
-        call.patient_keys = [self.audit.patient_key(p.patient_id) for p in request.patients]
+        call.patient_keys = self.audit.patient_keys([p.patient_id for p in request.patients])
         call.input_mac = _input_mac(self.audit, request)
         call.outputs = score_outputs(results)
         return BatchScoreResponse(

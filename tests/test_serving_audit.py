@@ -3,6 +3,8 @@ SQLite by default and PostgreSQL when its server binaries are installed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import multiprocessing
 import os
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from serving.audit import (
+    _SUBJECT_LABEL,
     GENESIS_MAC,
     AuditError,
     AuditKey,
@@ -313,8 +316,15 @@ def test_event_loop_commits_share_transactions_and_failures_reach_each_caller(tm
 
 
 def test_patient_keys_of_a_batch_equal_each_keys_own_hash():
+    """Against the construction spelt out (HMAC-SHA256 under the key derived for patients, of
+    the stripped UTF-8 key): the trail's stored hashes, and the search by patient, depend on
+    it staying the same."""
     ids = [RAW_ID, " padded ", "ü-é", "B0000001", RAW_ID]
-    assert KEY.patient_keys(ids) == [KEY.patient_key(i) for i in ids]
+    derived = hmac.new(KEY.master, _SUBJECT_LABEL, hashlib.sha256).digest()
+    expected = [hmac.new(derived, i.strip().encode("utf-8"), hashlib.sha256).hexdigest()
+                for i in ids]
+    assert KEY.patient_keys(ids) == expected
+    assert [KEY.patient_key(i) for i in ids] == expected
     assert KEY.patient_keys([]) == []
     other = AuditKey(b"another-key-0123456789")
     assert other.patient_keys(ids) != KEY.patient_keys(ids)

@@ -143,6 +143,10 @@ def test_score_batch(server, client):
     body = resp.json()
     assert body["n_patients"] == 3
     assert [r["patient_id"] for r in body["results"]] == ["E2E-B0", "E2E-B1", "E2E-B2"]
+    trail = _trail(server)
+    record = trail.records(last=1)[0]
+    assert record["route"] == "/score_batch" and record["request_id"] == body["request_id"]
+    assert record["patient_keys"] == [trail.patient_key(p["patient_id"]) for p in patients]
 
 
 def test_compare_plans_with_boost_and_paired_differences(server, client):
