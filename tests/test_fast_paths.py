@@ -68,6 +68,22 @@ def test_forest_one_cause_and_packed_nodes_match_the_trees():
         assert np.array_equal(leaves[b], est.tree_.apply(X32))  # scikit-learn's own walk
 
 
+@pytest.mark.parametrize("n_rows", [1, 3, 16, 17, 130])
+def test_forest_kernel_is_the_mean_of_the_trees_leaf_values_for_any_block(n_rows):
+    """A block of few rows walks several trees side by side (WALK_LANES); a block of many, one
+    tree at a time; 130 rows end in a block of two. Every size must give, bit for bit, each
+    row's leaf values added tree by tree in order (scikit-learn's own walk finds the leaves)."""
+    from tests.test_intervals import cohort
+
+    forest = small_bundle().models["mucosal_necrosis"]
+    X32 = np.tile(cohort().X.to_numpy(dtype=np.float32), (2, 1))[:n_rows]
+    reference = np.zeros((n_rows, forest.n_causes_, forest.event_times_.size))
+    for est, values in zip(forest.estimators_, forest.leaf_values_, strict=True):
+        reference += values[est.tree_.apply(X32)]
+    reference /= len(forest.estimators_)
+    assert np.array_equal(forest.predict_cif(X32), reference)
+
+
 def test_cox_linear_predictor_is_the_pipelines_own_and_a_rows_value_ignores_its_batch():
     cox = dict(ensemble().members_)["cox"]
     X, _ = data()
