@@ -96,6 +96,32 @@ def test_cox_linear_predictor_is_the_pipelines_own_and_a_rows_value_ignores_its_
                 assert np.array_equal(cox._log_risk(model, Xv[a:b]), whole[a:b])
 
 
+def _numpy_cif_from_increments(d_cumhaz: np.ndarray) -> np.ndarray:
+    """The CIF formula of models._cif in plain numpy, kept here as an independent check of
+    the compiled kernel (which replaced it for speed)."""
+    d_total = d_cumhaz.sum(axis=-2)
+    cum_total = np.cumsum(d_total, axis=-1)
+    weight = np.exp(-(cum_total - d_total)) * -np.expm1(-d_total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(d_total[..., None, :] > 0, d_cumhaz / d_total[..., None, :], 0.0)
+    return np.cumsum(weight[..., None, :] * share, axis=-1)
+
+
+def test_compiled_cif_equals_the_numpy_formula_and_a_row_ignores_its_batch():
+    from models._cif import cif_from_cumulative_hazard_increments as compiled
+
+    rng = np.random.default_rng(SEED)
+    for scale in (1e-4, 1e-2, 0.3, 3.0):
+        d = rng.exponential(scale, size=(30, 3, 60)) * (rng.random((30, 3, 60)) > 0.2)
+        full = compiled(d)
+        # exp and expm1 may round their last bit differently in numba and numpy
+        np.testing.assert_allclose(full, _numpy_cif_from_increments(d), rtol=0, atol=1e-15)
+        for cause in (1, 2, 3):
+            assert np.array_equal(compiled(d, cause), full[:, cause - 1, :])
+        for i in (0, 29):
+            assert np.array_equal(compiled(d[i : i + 1])[0], full[i])
+
+
 def test_checked_features_short_path_equals_validate_data():
     model = ensemble()
     X, _ = data()
