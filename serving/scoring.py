@@ -240,8 +240,19 @@ def score_patient(
     include_curve: bool = False,
 ) -> PatientScore:
     """Risks of one patient."""
-    return _patient_scores(bundle, [patient], score_inputs(bundle, [patient], horizons,
-                                                           include_curve))[0]
+    return score_patients(bundle, [patient], horizons, include_curve)[0]
+
+
+def score_patients(
+    bundle: ModelBundle,
+    patients: Sequence[PatientInput],
+    horizons: Sequence[float] = HORIZONS_MONTHS,
+    include_curve: bool = False,
+) -> list[PatientScore]:
+    """Risks of patients from separate calls, predicted together (keys may repeat): each
+    patient's numbers are those it gets alone."""
+    return _patient_scores(bundle, patients, score_inputs(bundle, patients, horizons,
+                                                          include_curve))
 
 
 def score_batch(

@@ -156,6 +156,7 @@ class RiskService:
         self.audit = AuditTrail(self.settings.audit_db_resolved, key)
         self.audit_writer = GroupCommitWriter(self.audit)  # the gate commits through it
         from models.explain import BundleExplainer
+        from serving.coalescing import ScoreCoalescer
         from serving.loading import limit_numeric_threads, model_ref
 
         limit_numeric_threads()
@@ -163,6 +164,7 @@ class RiskService:
         self.ref = model_ref(self.model)
         self.model_dict = self.ref.model_dump()
         self.explainer = BundleExplainer(self.model.bundle)
+        self.coalescer = ScoreCoalescer(self.model.bundle)
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(_RefusalsAreNotErrors())
         _log_like_bentoml(API_LOGGER)
         self._warm_up()
@@ -193,18 +195,18 @@ class RiskService:
     async def score(self, request: ScoreRequest, /, ctx: bentoml.Context) -> ScoreResponse:
         """One patient's risks with 95 % intervals at the horizons (and the curve if asked).
 
-        Run on the event loop itself (``async def`` with no await): one patient costs about
-        a millisecond of CPU, less than handing the call to a worker thread and back costs on
-        a busy machine (two thread wake-ups and the GIL passed between them). Batches,
-        comparisons and explanations, which take longer, keep BentoML's thread pool.
+        Run on the event loop itself: one patient costs about a millisecond of CPU, less
+        than handing the call to a worker thread and back costs on a busy machine (two thread
+        wake-ups and the GIL passed between them), and calls that overlap are predicted
+        together (:mod:`serving.coalescing`). Batches, comparisons and explanations, which
+        take longer, keep BentoML's thread pool.
         """
-        from serving import scoring
         from serving.scoring import ScoringInputError
 
         call = _call(ctx)
         try:
-            result = scoring.score_patient(
-                self.model.bundle, request.patient, request.horizons, request.include_curve
+            result = await self.coalescer.score(
+                request.patient, request.horizons, request.include_curve
             )
         except ScoringInputError as err:
             return _refusal(ctx, err, "ScoreRequest")
