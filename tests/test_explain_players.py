@@ -297,3 +297,40 @@ def test_horizons_asked_for_are_the_whole_grids_columns(toy, member):
     )
     with pytest.raises(ValueError, match="not a grid time"):
         explainer.explain(rows, times=[full.times[0] + 1e-3])
+
+
+def test_forest_tree_ranges_shared_by_threads_give_the_one_thread_walk(toy, monkeypatch):
+    """One endpoint's forest is walked by two (or three) threads taking ranges of trees from a
+    queue, whichever thread is free; one thread slowed down (as by other work on a shared
+    machine) only changes who walks what. The result is the one-thread walk's bit for bit,
+    and so are the horizons asked for (from the contiguous copy of their node values)."""
+    import threading
+    import time
+
+    from models.shapley import ForestMember
+
+    inputs, forest, _ = toy
+    explainer = InputExplainer(forest, inputs.iloc[120:220], players=TOY_MAP)
+    rows = inputs.iloc[[3, 17, 250]]
+    one = explainer.explain(rows, split=1)
+    cols = [0, one.times.size // 2, one.times.size - 1]
+    walk = ForestMember._walk
+    walked: list[tuple[str, int]] = []
+
+    def slow_helper(self, t32, t_lo, t_hi):
+        walked.append((threading.current_thread().name, int(t_lo)))
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.01)
+        return walk(self, t32, t_lo, t_hi)
+
+    monkeypatch.setattr(ForestMember, "_walk", slow_helper)
+    for split in (2, 3):
+        walked.clear()
+        many = explainer.explain(rows, split=split)
+        np.testing.assert_array_equal(many.values, one.values)
+        starts = [lo for _, lo in walked]
+        assert len(set(starts)) > split  # more ranges than threads
+        assert all(starts.count(lo) == len(rows) for lo in starts)  # each once per patient
+        part = explainer.explain(rows, times=one.times[cols], split=split)
+        np.testing.assert_array_equal(part.values, one.values[:, :, cols])
+    assert {name for name, _ in walked} > {threading.main_thread().name}  # helpers took some
