@@ -723,65 +723,94 @@ def _walk_players(
             for u in range(n_cons):
                 consm |= 1 << cons[u]
             n_tt = 0
+            n_rows = 0
             for k in range(n_words):
-                both[k] = np.uint64(0)
-                some[k] = np.uint64(0)
-                word = cur[k]
+                n_rows += _popcount_u64(cur[k])
+            if n_rows == 1:  # one row (most multi-parent states): its truth table alone
+                k = 0
+                while not cur[k]:
+                    k += 1
+                low = cur[k]
+                q = k * 64 + _popcount_u64(low - _U1)
                 bl = bg_left[node, k]
-                while word:
-                    low = word & (~word + _U1)
-                    q = k * 64 + _popcount_u64(low - _U1)
-                    tt = 0
-                    for u in range(n_cons):
-                        m = cons[u]
-                        if m == 0:
-                            go = (bl & low) != 0
-                        elif m == full:
-                            go = x_left
-                        else:
-                            go = table[q, f, m] <= thr
-                        if go:
-                            tt |= 1 << m
-                    word ^= low
-                    if tt == consm:
-                        both[k] |= low
-                        continue
-                    if tt == 0:
-                        some[k] |= low
-                        continue
-                    g = n_tt
-                    for v in range(n_tt):
-                        if tts[v] == tt:
-                            g = v
-                            break
-                    if g == n_tt:
-                        tts[g] = tt
-                        tt_rows[g, :] = 0
-                        n_tt += 1
-                    tt_rows[g, k] |= low
-            any_l = False
-            any_r = False
-            for k in range(n_words):
-                if both[k]:
-                    any_l = True
-                if some[k]:
-                    any_r = True
-            if any_l:
-                s_node[top] = left[node]
-                s_mx[top] = mx
-                s_mb[top] = mb
+                tt = 0
+                for u in range(n_cons):
+                    m = cons[u]
+                    if m == 0:
+                        go = (bl & low) != 0
+                    elif m == full:
+                        go = x_left
+                    else:
+                        go = table[q, f, m] <= thr
+                    if go:
+                        tt |= 1 << m
+                if tt == consm or tt == 0:  # the state goes one way, as in the loop below
+                    s_node[top] = left[node] if tt else right[node]
+                    top += 1  # same state, same rows
+                    continue
+                tts[0] = tt
+                tt_rows[0, :] = cur
+                n_tt = 1
+            else:
                 for k in range(n_words):
-                    s_rows[top, k] = both[k]
-                top += 1
-            if any_r:
-                s_node[top] = right[node]
-                s_mx[top] = mx
-                s_mb[top] = mb
+                    both[k] = np.uint64(0)
+                    some[k] = np.uint64(0)
+                    word = cur[k]
+                    bl = bg_left[node, k]
+                    while word:
+                        low = word & (~word + _U1)
+                        q = k * 64 + _popcount_u64(low - _U1)
+                        tt = 0
+                        for u in range(n_cons):
+                            m = cons[u]
+                            if m == 0:
+                                go = (bl & low) != 0
+                            elif m == full:
+                                go = x_left
+                            else:
+                                go = table[q, f, m] <= thr
+                            if go:
+                                tt |= 1 << m
+                        word ^= low
+                        if tt == consm:
+                            both[k] |= low
+                            continue
+                        if tt == 0:
+                            some[k] |= low
+                            continue
+                        g = n_tt
+                        for v in range(n_tt):
+                            if tts[v] == tt:
+                                g = v
+                                break
+                        if g == n_tt:
+                            tts[g] = tt
+                            tt_rows[g, :] = 0
+                            n_tt += 1
+                        tt_rows[g, k] |= low
+                any_l = False
+                any_r = False
                 for k in range(n_words):
-                    s_rows[top, k] = some[k]
-                top += 1
-            if n_tt == 0:
-                continue
+                    if both[k]:
+                        any_l = True
+                    if some[k]:
+                        any_r = True
+                if any_l:
+                    s_node[top] = left[node]
+                    s_mx[top] = mx
+                    s_mb[top] = mb
+                    for k in range(n_words):
+                        s_rows[top, k] = both[k]
+                    top += 1
+                if any_r:
+                    s_node[top] = right[node]
+                    s_mx[top] = mx
+                    s_mb[top] = mb
+                    for k in range(n_words):
+                        s_rows[top, k] = some[k]
+                    top += 1
+                if n_tt == 0:
+                    continue
             n_out = 0
             for g in range(n_tt):
                 tt = tts[g]
