@@ -132,14 +132,19 @@ class ModelBundle:
         """Features of patient objects the contract already validated (the API's path)."""
         return features_from_inputs(patients)
 
-    def predict_cif_features(self, X: pd.DataFrame, times=None) -> dict[str, np.ndarray]:
+    def predict_cif_features(
+        self, X: pd.DataFrame, times=None, endpoints=None
+    ) -> dict[str, np.ndarray]:
         """CIF of each endpoint's event, shape (n, len(times)), from built features.
 
-        ``times`` None: the whole grid, as the models give it (no stepping onto itself)."""
+        ``times`` None: the whole grid, as the models give it (no stepping onto itself).
+        ``endpoints``: only these (``/explain`` needs one; each endpoint's numbers are the
+        same whichever others are asked for)."""
+        models = self.models if endpoints is None else {e: self.models[e] for e in endpoints}
         if times is None:  # the event of interest, the first cause (as [:, 0, :] below)
-            return {e: m.predict_cause_cif(X, 1) for e, m in self.models.items()}
+            return {e: m.predict_cause_cif(X, 1) for e, m in models.items()}
         t = self.grid.check_horizons(times)
-        return {e: m.predict_cif(X, t)[:, 0, :] for e, m in self.models.items()}
+        return {e: m.predict_cif(X, t)[:, 0, :] for e, m in models.items()}
 
     def predict_cif(self, records: pd.DataFrame, times=None) -> dict[str, np.ndarray]:
         """CIF of each endpoint's event for raw records, shape (n, len(times))."""
