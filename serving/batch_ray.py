@@ -31,7 +31,9 @@ and the actors are counted from the budget:
 - the read task's module imports only the reader, not the model.
 
 The patient keys the driver must remember to refuse repeated ones are the one thing that
-grows with the file: 24 bytes a key (:mod:`serving.batch_keys`), 24 MB per million rows.
+grows with the file in the driver: 24 bytes a key (:mod:`serving.batch_keys`), 24 MB per
+million rows, moved to SQLite past a budget. Ray Data's statistics grow with a dataset's
+blocks, so a long file is scored as a sequence of datasets (:data:`SEGMENT_CHUNKS`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import pandas as pd
 from models.bundle import ModelBundle
 from serving.batch import ResultsFn, rejected_lines, score_chunk
 from serving.batch_io import ChunkReader
-from serving.batch_ray_source import CHUNK, chunk_source, pack, unpack
+from serving.batch_ray_source import CHUNK, MALFORMED, chunk_source, pack, unpack
 
 LOCAL_ADDRESS = "local"
 REPO_PACKAGES = ("features", "models", "serving")
@@ -77,6 +79,17 @@ model's arrays are read in place from the object store; 0.29-0.31 GB alone for c
 ONE_ROW_BLOCKS = 1
 """``DataContext.target_max_block_size`` of the scoring dataset, in bytes: smaller than any
 row, so that every block holds exactly one row (one chunk)."""
+SEGMENT_CHUNKS = 500
+"""Chunks scored by one Ray Data dataset; a longer file is scored by a sequence of them.
+Ray Data keeps statistics for every block of a dataset as long as the dataset lives and
+ships them, growing, to its ``_StatsActor`` (ray-project/ray#66016, #43924): with one block
+per chunk and one dataset for the whole file, that actor kept growing with the file
+(measured, 3,000,000 rows: 5.6 MB per million rows past the first million with one
+dataset, 1.5 with datasets of 500 chunks; benchmarks/RESULTS.md). Not smaller: each new
+dataset has a cost of its own in that actor (datasets of 100 chunks made it grow faster
+over the first million rows, 21 MB per million against 12-19), starts its actors again
+(seconds), and its read task reads the chunks before it again (about 3 s per million rows,
+so the k-th dataset re-reads k million rows at the default 2,000 rows a chunk)."""
 SYSTEM_CONFIG = {"enable_worker_prestart": False}
 """A local cluster starts no idle workers ahead of time (see the module docstring)."""
 
@@ -162,14 +175,37 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
-                workers: int | None = None,
-                memory_budget: float = MEMORY_BUDGET_BYTES) -> ResultsFn:
-    """A ``results`` function for :func:`serving.batch.run_batch` that scores on Ray Data
-    (Ray must be initialised: :func:`init_ray`) with :func:`actor_count` actors. The bundle
-    is put in the object store now: the caller may drop its own copy."""
+def scoring_dataset(path: Path, chunk_rows: int, first: int, stop: int, bundle_ref,
+                    horizons: list[float], n_actors: int):
+    """The dataset scoring chunks ``first`` to ``stop`` of ``path``: one read task, then
+    ``n_actors`` :class:`ChunkScorer` actors fed one chunk at a time."""
     import ray
     from ray.data import ActorPoolStrategy
+
+    return ray.data.read_datasource(
+        chunk_source(path, chunk_rows, first, stop), num_cpus=0,
+        override_num_blocks=1,  # one read task, its rows never split to reach 200 blocks
+    ).map_batches(
+        ChunkScorer,
+        fn_constructor_args=([bundle_ref], horizons),
+        batch_size=1,  # one chunk per call, as cut by the reader
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1),
+        num_cpus=1,
+    )
+
+
+def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
+                workers: int | None = None,
+                memory_budget: float = MEMORY_BUDGET_BYTES,
+                segment_chunks: int | None = None) -> ResultsFn:
+    """A ``results`` function for :func:`serving.batch.run_batch` that scores on Ray Data
+    (Ray must be initialised: :func:`init_ray`) with :func:`actor_count` actors, one dataset
+    per ``segment_chunks`` chunks (default :data:`SEGMENT_CHUNKS`). The bundle is put in
+    the object store now: the caller may drop its own copy."""
+    import ray
+
+    segment_chunks = segment_chunks or SEGMENT_CHUNKS
 
     bundle_ref = ray.put(bundle)
     n_actors = actor_count(workers, memory_budget)
@@ -184,21 +220,20 @@ def ray_results(bundle: ModelBundle, horizons: Sequence[float], chunk_rows: int,
         ctx.target_max_block_size = ONE_ROW_BLOCKS
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        ds = ray.data.read_datasource(
-            chunk_source(reader.path, chunk_rows), num_cpus=0,
-            override_num_blocks=1,  # one read task, its rows never split to reach 200 blocks
-        ).map_batches(
-            ChunkScorer,
-            fn_constructor_args=([bundle_ref], list(horizons)),
-            batch_size=1,  # one chunk per call, as cut by the reader
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=n_actors,
-                                      max_tasks_in_flight_per_actor=1),
-            num_cpus=1,
-        )
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for _, result, rows in unpack(block):
-                yield result, rows
+        first = 0
+        while True:  # one dataset per segment_chunks chunks, until one ends the file
+            ds = scoring_dataset(reader.path, chunk_rows, first, first + segment_chunks,
+                                 bundle_ref, list(horizons), n_actors)
+            n_chunks, ended = 0, False
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for kind, result, rows in unpack(block):
+                    n_chunks += kind == CHUNK
+                    ended |= kind == MALFORMED
+                    yield result, rows
+            del ds  # its statistics (one record per block) go with it
+            if ended or n_chunks < segment_chunks:
+                break
+            first += segment_chunks
         reader.malformed.clear()  # they came through the last block
 
     return results

@@ -236,7 +236,8 @@ def test_ray_scores_exactly_the_local_chunks(bundle_path, env, ray_cluster):
     """Each actor call scores one whole chunk as the local reader cuts it, never a piece or a
     merger of chunks (Ray Data reshapes blocks unless told not to, and the Cox member's BLAS
     product rounds a row differently by its place in the batch): the results come back
-    chunk by chunk, frame for frame equal to the local run's, then the malformed lines."""
+    chunk by chunk, frame for frame equal to the local run's, then the malformed lines;
+    the same when the file is scored as a sequence of datasets (``segment_chunks``)."""
     import ray
 
     from models.bundle import ModelBundle
@@ -255,15 +256,25 @@ def test_ray_scores_exactly_the_local_chunks(bundle_path, env, ray_cluster):
     want.append((rejected_lines([m.reason for m in local.malformed], horizons),
                  [m.row for m in local.malformed]))
     assert [len(r) for r, _ in want] == [7] * 6 + [2, 1]
+    # a clean file of exactly two segments of 3 chunks: the third dataset finds nothing
+    clean = env / "clean.csv"
+    cohort(42, seed=8).to_csv(clean, index=False, lineterminator="\n")
+    want_clean = [(score_chunk(bundle, c.frame, horizons), c.rows)
+                  for c in ChunkReader(clean, 7)]
+    assert [len(r) for r, _ in want_clean] == [7] * 6
     init_ray(ray_cluster)
     try:
-        got = list(ray_results(bundle, horizons, 7)(ChunkReader(src, 7)))
+        # one dataset for the file, then one per 3 chunks (the malformed lines with the
+        # third), then per 3 chunks of a file that ends exactly where a segment does
+        runs = [(list(ray_results(bundle, horizons, 7, segment_chunks=n)(ChunkReader(f, 7))),
+                 w) for f, n, w in ((src, None, want), (src, 3, want), (clean, 3, want_clean))]
     finally:
         ray.shutdown()
-    assert len(got) == len(want)
-    for (g, g_rows), (w, w_rows) in zip(got, want, strict=True):
-        pd.testing.assert_frame_equal(g, w, check_exact=True)
-        assert list(g_rows) == list(w_rows)
+    for got, want_run in runs:
+        assert len(got) == len(want_run)
+        for (g, g_rows), (w, w_rows) in zip(got, want_run, strict=True):
+            pd.testing.assert_frame_equal(g, w, check_exact=True)
+            assert list(g_rows) == list(w_rows)
 
 
 def test_the_read_task_imports_only_the_reader():
