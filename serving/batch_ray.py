@@ -79,17 +79,22 @@ model's arrays are read in place from the object store; 0.29-0.31 GB alone for c
 ONE_ROW_BLOCKS = 1
 """``DataContext.target_max_block_size`` of the scoring dataset, in bytes: smaller than any
 row, so that every block holds exactly one row (one chunk)."""
-SEGMENT_CHUNKS = 500
-"""Chunks scored by one Ray Data dataset; a longer file is scored by a sequence of them.
+SEGMENT_CHUNKS = 2500
+"""Chunks scored by one Ray Data dataset (5,000,000 rows at the default 2,000 rows a chunk);
+a longer file is scored by a sequence of them.
 Ray Data keeps statistics for every block of a dataset as long as the dataset lives and
 ships them, growing, to its ``_StatsActor`` (ray-project/ray#66016, #43924): with one block
 per chunk and one dataset for the whole file, that actor kept growing with the file
 (measured, 3,000,000 rows: 5.6 MB per million rows past the first million with one
-dataset, 1.5 with datasets of 500 chunks; benchmarks/RESULTS.md). Not smaller: each new
-dataset has a cost of its own in that actor (datasets of 100 chunks made it grow faster
-over the first million rows, 21 MB per million against 12-19), starts its actors again
-(seconds), and its read task reads the chunks before it again (about 3 s per million rows,
-so the k-th dataset re-reads k million rows at the default 2,000 rows a chunk)."""
+dataset, 1.5 with datasets of 500 chunks, flat past the first; benchmarks/RESULTS.md).
+Why 2,500 and not the measured 500: a dataset's read task re-reads the file up to its first
+chunk (about 3 s per million rows), so the k-th dataset re-reads k segments and the cost grows
+with the square of the file's length. 2,500 chunks keep files of up to 5,000,000 rows in one
+dataset (as measured up to 3,000,000), bound the statistics' growth to one segment's (~25 MB
+at the slope above; inferred, not measured at this size), and cost one re-read of 5,000,000
+rows (~15 s) at 10,000,000 rows instead of 45,000,000 (~2-3 min). Not smaller than a few
+hundred: each dataset has a cost of its own in that actor (datasets of 100 chunks made it
+grow faster, 21 MB per million rows against 12-19) and starts its actors again (seconds)."""
 SYSTEM_CONFIG = {"enable_worker_prestart": False}
 """A local cluster starts no idle workers ahead of time (see the module docstring)."""
 
