@@ -493,6 +493,26 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _truth_table(cons, n_cons, full, row_left, x_left, table, q, f, thr):
+    """Background row ``q``'s truth table at a split on feature ``f``: bit m set when the
+    row goes left with the parents of assignment m taken from the patient (m = 0: the row's
+    own value, ``row_left``; m = full: the patient's, ``x_left``; otherwise the hybrid
+    value ``table[q, f, m]``), over the ``n_cons`` consistent assignments ``cons``."""
+    tt = 0
+    for u in range(n_cons):
+        m = cons[u]
+        if m == 0:
+            go = row_left != 0
+        elif m == full:
+            go = x_left
+        else:
+            go = table[q, f, m] <= thr
+        if go:
+            tt |= 1 << m
+    return tt
+
+
 @numba.njit(cache=True, inline="always")
 def _popcount_u64(v):
     v = v - ((v >> _U1) & _M1)
@@ -732,18 +752,8 @@ def _walk_players(
                     k += 1
                 low = cur[k]
                 q = k * 64 + _popcount_u64(low - _U1)
-                bl = bg_left[node, k]
-                tt = 0
-                for u in range(n_cons):
-                    m = cons[u]
-                    if m == 0:
-                        go = (bl & low) != 0
-                    elif m == full:
-                        go = x_left
-                    else:
-                        go = table[q, f, m] <= thr
-                    if go:
-                        tt |= 1 << m
+                tt = _truth_table(cons, n_cons, full, bg_left[node, k] & low, x_left, table, q,
+                                  f, thr)
                 if tt == consm or tt == 0:  # the state goes one way, as in the loop below
                     s_node[top] = left[node] if tt else right[node]
                     top += 1  # same state, same rows
@@ -760,17 +770,8 @@ def _walk_players(
                     while word:
                         low = word & (~word + _U1)
                         q = k * 64 + _popcount_u64(low - _U1)
-                        tt = 0
-                        for u in range(n_cons):
-                            m = cons[u]
-                            if m == 0:
-                                go = (bl & low) != 0
-                            elif m == full:
-                                go = x_left
-                            else:
-                                go = table[q, f, m] <= thr
-                            if go:
-                                tt |= 1 << m
+                        tt = _truth_table(cons, n_cons, full, bl & low, x_left, table, q, f,
+                                          thr)
                         word ^= low
                         if tt == consm:
                             both[k] |= low
