@@ -81,18 +81,16 @@ class SeenKeys:
         starts[1:] = ds[1:] != ds[:-1]
         first_sorted = rs[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
         known = np.zeros(n, dtype=bool)
-        for run_d, run_rows in self._runs:
+        runs = list(self._runs)  # the sorted runs in memory, then what the file holds of ds
+        if self._db is not None:
+            runs.append(self._lookup(ds[starts]))
+        for run_d, run_rows in runs:
+            if not len(run_d):
+                continue
             at = np.minimum(np.searchsorted(run_d, ds), len(run_d) - 1)
             hit = run_d[at] == ds
             first_sorted[hit] = run_rows[at[hit]]
             known |= hit
-        if self._db is not None:
-            stored_d, stored_rows = self._lookup(ds[starts])
-            if len(stored_d):
-                at = np.minimum(np.searchsorted(stored_d, ds), len(stored_d) - 1)
-                hit = stored_d[at] == ds
-                first_sorted[hit] = stored_rows[at[hit]]
-                known |= hit
         new = starts & ~known
         if new.any():
             self._add(ds[new], first_sorted[new])

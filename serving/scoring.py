@@ -229,8 +229,7 @@ def score_records(
 ) -> list[PatientScore]:
     """Score a table of raw records (a file); all rows or none."""
     patients = validated_records(records, where, indexed)
-    scored = score_inputs(bundle, patients, horizons, include_curve)
-    return _patient_scores(bundle, patients, scored)
+    return score_patients(bundle, patients, horizons, include_curve)
 
 
 def score_patient(
@@ -249,8 +248,9 @@ def score_patients(
     horizons: Sequence[float] = HORIZONS_MONTHS,
     include_curve: bool = False,
 ) -> list[PatientScore]:
-    """Risks of patients from separate calls, predicted together (keys may repeat): each
-    patient's numbers are those it gets alone."""
+    """Risks of validated patients in one prediction; keys are not checked here (a batch
+    refuses repeats, separate /score calls predicted together may repeat one). Each patient's
+    numbers are those it gets alone."""
     return _patient_scores(bundle, patients, score_inputs(bundle, patients, horizons,
                                                           include_curve))
 
@@ -273,8 +273,7 @@ def score_batch(
     problems = _duplicate_keys(patients, "patients")
     if problems:
         raise ScoringInputError(problems)
-    return _patient_scores(bundle, patients, score_inputs(bundle, patients, horizons,
-                                                          include_curve))
+    return score_patients(bundle, patients, horizons, include_curve)
 
 
 def _plan_patient(patient: PatientInput, plan) -> PatientInput:
