@@ -51,7 +51,7 @@ def test_each_fold_fits_without_its_patients_and_predicts_them(dev, recorded):
     ev, calls = recorded
     cfg = TrainConfig.model_validate(TINY)
     n = len(dev)
-    folds = cv_folds(n, cfg)
+    folds = cv_folds(dev.y, cfg)
     assert folds.shape == (2, n)
     assert not np.array_equal(folds[0], folds[1])  # repeats differ
     assert np.array_equal(calls[0], np.arange(n))  # the final fit sees everyone
@@ -109,3 +109,24 @@ def test_bootstrap_interval_of_a_perfect_and_a_useless_ranking():
     assert out[f"{ENDPOINTS[0]}/auc_24m"] == pytest.approx((1.0, 1.0))
     lo, hi = out[f"{ENDPOINTS[1]}/auc_24m"]
     assert lo < 0.5 < hi and hi - lo < 0.3
+
+
+def test_validation_folds_hold_equal_shares_of_each_outcome(dev):
+    """Stratified folds: every outcome stratum is spread over the folds within one patient,
+    so no fold model is trained on a set short of events (the pooled AUC's bias)."""
+    from training.evaluate import outcome_strata
+
+    cfg = TrainConfig.model_validate(TINY)
+    folds = cv_folds(dev.y, cfg)
+    strata = outcome_strata(dev.y)
+    assert len(np.unique(strata)) >= 3  # the check below is not vacuous
+    for r in range(folds.shape[0]):
+        assert sorted(np.unique(folds[r])) == list(range(cfg.evaluation.cv_folds))
+        for s in np.unique(strata):
+            counts = np.bincount(folds[r][strata == s], minlength=cfg.evaluation.cv_folds)
+            assert counts.max() - counts.min() <= 1
+    plain = TrainConfig.model_validate(
+        {**TINY, "evaluation": {**TINY["evaluation"], "stratify": False}}
+    )
+    unstratified = cv_folds(dev.y, plain)
+    assert unstratified.shape == folds.shape and not np.array_equal(unstratified, folds)

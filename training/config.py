@@ -86,6 +86,9 @@ class EvaluationConfig(_Strict):
     cv_folds: int = Field(5, ge=2)
     cv_repeats: int = Field(1, ge=1)
     """Repeats of the K-fold split (different seeds); figures are averaged over repeats."""
+    stratify: bool = True
+    """Folds with equal shares of each outcome (training.evaluate.outcome_strata): pooled
+    out-of-fold AUCs are pessimistic without it."""
     n_interval_bootstrap: int = Field(200, ge=20)
     """Bootstrap replicates of patients for the 95 % intervals of the validated figures."""
     horizons_months: tuple[int, ...] = HORIZONS_MONTHS
