@@ -11,8 +11,9 @@ neither trained on), and the gate's rule from the configuration applied to them.
   permutation of the dose columns across development patients, so the dose carries no
   information): it should be refused (target: >= 95 %).
 
-Models: the job's forest with the configuration's tuning (``--config quick``: 50 trees, a
-2-point grid tuned by 3-fold CV). Fits are pooled (``--pool``, 20 per arm by default): each
+Models: the job's registered architecture with the configuration's tuning (``--config quick``:
+a forest of 50 trees, a 2-point grid tuned by 3-fold CV; ``--kind ensemble``: the stacked
+ensemble with that preset's trees). Fits are pooled (``--pool``, 20 per arm by default): each
 model is fitted on its own cohort, and 40 cases per arm pair every challenger (with its
 cohort's hold-out) with two different equal-arm champions (:class:`Pool`). Cases that share a
 challenger are not independent, so the Clopper-Pearson bounds, which assume they are, are
@@ -339,6 +340,11 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=20, help="models fitted per arm (reused)")
     ap.add_argument("--seed-base", type=int, default=1000)
     ap.add_argument("--config", default="quick")
+    ap.add_argument(
+        "--kind",
+        choices=("forest", "ensemble"),
+        help="registered architecture instead of the config's (the CSV's config column says so)",
+    )
     ap.add_argument("--arms", nargs="+", default=["equal", "permuted"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument(
@@ -358,6 +364,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     cfg = load_config(args.config)
+    if args.kind is not None:
+        cfg = cfg.model_copy(
+            update={
+                "model": cfg.model.model_copy(update={"kind": args.kind}),
+                "name": f"{cfg.name}+{args.kind}",
+            }
+        )
     rule = cfg.gate
     if args.summary is not None:
         paths = args.summary or [args.out]

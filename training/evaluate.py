@@ -529,6 +529,8 @@ class Evaluation:
     n_interval_bootstrap: int
     main_horizon: float
     tuning_choices: dict[str, list[str]] = field(default_factory=dict)
+    stratified: bool = False
+    """Whether the folds were stratified by outcome (:func:`outcome_strata`)."""
     interval_detail: dict[str, dict[str, float]] = field(default_factory=dict)
     """``endpoint/metric_Hm`` -> the bootstrap's estimate, replicate mean and plain
     percentile bounds (what the interval was built from)."""
@@ -649,6 +651,7 @@ def evaluate(
         n_interval_bootstrap=config.evaluation.n_interval_bootstrap,
         main_horizon=horizon,
         tuning_choices=choices,
+        stratified=config.evaluation.stratify,
     )
 
 

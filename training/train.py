@@ -74,7 +74,7 @@ METRICS_BATCH = 500
 MAKE_UP_PRESET = "release"
 """What ``make up`` trains when no champion exists: the release architecture."""
 VALIDATION_METHOD = (
-    "{r} x {k}-fold cross-validation by patient; every modelling step (tuning included) "
+    "{r} x {k}-fold {s}cross-validation by patient; every modelling step (tuning included) "
     "redone inside each fold; metrics of the pooled out-of-fold predictions, mean over repeats"
 )
 INTERVAL_METHOD = (
@@ -187,7 +187,10 @@ def validation_record(ev: Evaluation) -> dict[str, Any]:
         figures[e] = per
     return _jsonable(
         {
-            "method": VALIDATION_METHOD.format(k=ev.n_folds, r=ev.n_repeats),
+            "method": VALIDATION_METHOD.format(
+                k=ev.n_folds, r=ev.n_repeats, s="stratified " if ev.stratified else ""
+            ),
+            "stratified": ev.stratified,
             "interval": INTERVAL_METHOD.format(b=ev.n_interval_bootstrap),
             "level": INTERVAL_LEVEL,
             "folds": ev.n_folds,
