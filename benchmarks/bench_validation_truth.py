@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -302,6 +303,48 @@ def calibration_summary(g: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def label_kind(label: str) -> str | None:
+    """The registered kind a CSV label ran (``quick+ensemble`` -> ensemble, ``quick`` -> the
+    preset's), or None for a label that changed the validation design (``+cv...``): only the
+    shipped design goes into the coverage record."""
+    base, *extra = label.split("+")
+    if any(x.startswith("cv") for x in extra):
+        return None
+    kinds = [x for x in extra if x in ("forest", "ensemble")]
+    return kinds[0] if kinds else load_config(base).model.kind
+
+
+def coverage_record(path: Path) -> dict:
+    """What ``training/validation_coverage.json`` holds: per kind and n, the share of runs
+    whose interval contained the real figure (AUC and Brier at 24 months, per endpoint)."""
+    df = pd.read_csv(path)
+    df["kind"] = [label_kind(str(p)) for p in df.preset]
+    df = df[df.kind.notna()]
+    design = load_config("quick").evaluation
+    out: dict = {
+        "what": "share of synthetic training cohorts whose 95 % interval of the validated "
+        f"figure at {HORIZON:g} months contained the same model's figure on {TEST_N:,} new "
+        "patients of the same mix (benchmarks/bench_validation_truth.py)",
+        "mix": "modern mix (twice_daily_share 0.2)",
+        "design": f"{design.cv_repeats} x {design.cv_folds}-fold"
+        + (" stratified" if design.stratify else "")
+        + " cross-validation",
+        "measured": time.strftime("%Y-%m-%d"),
+        "by_model": {},
+    }
+    for (kind, n), g in df.groupby(["kind", "n"]):
+        row: dict = {"runs": int(g.seed.nunique())}
+        for m in ("auc", "brier"):
+            inside = (g[f"{m}_lo"] <= g[f"{m}_real"]) & (g[f"{m}_real"] <= g[f"{m}_hi"])
+            row[m] = {e: round(float(inside[g.endpoint == e].mean()), 3) for e in ENDPOINTS}
+            diff = g[f"{m}_validated"] - g[f"{m}_real"]
+            row[f"{m}_mean_diff"] = {
+                e: round(float(diff[g.endpoint == e].mean()), 4) for e in ENDPOINTS
+            }
+        out["by_model"].setdefault(kind, {"by_n": {}})["by_n"][str(int(n))] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[600])
@@ -322,10 +365,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument(
+        "--record",
+        type=Path,
+        help="with --summary: write the coverage record (training/validation_coverage.json)",
+    )
     args = ap.parse_args()
     if args.summary:
         with pd.option_context("display.width", 250, "display.max_columns", 30):
             print(summary(args.out).round(4).T.to_string())
+        if args.record:
+            args.record.write_text(json.dumps(coverage_record(args.out), indent=1) + "\n")
+            print(f"wrote {args.record}")
         return
     cfg = bench_config(
         args.preset, args.workers, args.kind, args.cv_folds, args.cv_repeats, args.stratify

@@ -272,7 +272,8 @@ def validation_note(bundle) -> str:
         f"{record.get('n_patients', 'n/a')} patients ({events} events by "
         f"{MAIN_HORIZON_MONTHS} months); in brackets, 95 % intervals "
         f"({record.get('interval', 'bootstrap')}). {record.get('auc_meaning', '')}. "
-        "Hold-out: patients never used in training."
+        + (f"{record['coverage_note']} " if record.get("coverage_note") else "")
+        + "Hold-out: patients never used in training."
     )
 
 

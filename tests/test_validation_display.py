@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from features.config import ENDPOINTS, HORIZONS_MONTHS, MAIN_HORIZON_MONTHS
+from models.ensemble import CompetingRiskEnsemble
 from serving.report import build_report, validation_note
 from serving.report_render import render_html, render_pdf
 from tests.bundle_factory import small_bundle
 from tests.test_report_patient import EXAMPLE, _pdf_text
 from training.model_card import build_model_card
+from training.validation_coverage import coverage_entry, coverage_sentence
 
 AUC = (0.712, 0.651, 0.771)
 EVENTS = {ENDPOINTS[0]: 83, ENDPOINTS[1]: 61}
@@ -49,6 +51,7 @@ def _validated(bundle):
         "n_patients": N,
         "auc_meaning": "AUC at H months: cases had the event by H; controls: everyone else, "
         "competing events included",
+        "coverage_note": coverage_sentence(coverage_entry(CompetingRiskEnsemble())),
         "figures": figures,
     }
     return dataclasses.replace(bundle, metrics=metrics, validation=record)
@@ -65,6 +68,7 @@ def test_model_card_shows_intervals_counts_and_the_auc_meaning(bundle):
     assert "0.712 [0.651, 0.771]" in card
     assert f"| {EVENTS[ENDPOINTS[1]]} |" in card and f"Patients: {N}" in card
     assert "competing events included" in card
+    assert "- Coverage: On synthetic cohorts (ensemble" in card
 
 
 def test_report_shows_intervals_counts_and_the_auc_meaning(bundle):
@@ -75,10 +79,12 @@ def test_report_shows_intervals_counts_and_the_auc_meaning(bundle):
     note = report.notes["validation"]
     assert f"{N} patients" in note and str(EVENTS[ENDPOINTS[1]]) in note
     assert "competing events included" in note and f"{MAIN_HORIZON_MONTHS} months" in note
+    assert "new patients in this share of runs" in note  # the measured coverage, not only 95 %
     html = render_html(report)
     assert "0.712 [0.651, 0.771]" in html and "competing events included" in html
+    assert "share of runs" in html
     pages, text = _pdf_text(render_pdf(report))
-    assert pages == 1 and "0.712 [0.651, 0.771]" in text
+    assert pages == 1 and "0.712 [0.651, 0.771]" in text and "share of runs" in text
 
 
 def test_a_bundle_without_a_validation_record_says_so():

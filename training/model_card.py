@@ -74,6 +74,7 @@ def _performance_section(bundle) -> list[str]:
         f"- Method: {record.get('method', NA)}.",
         f"- Intervals: {100 * float(record.get('level', 0.95)):.0f} % "
         f"{record.get('interval', NA)}.",
+        *([f"- Coverage: {record['coverage_note']}"] if record.get("coverage_note") else []),
         f"- Patients: {record.get('n_patients', NA)}; events of each endpoint by each horizon "
         "in the table.",
         f"- {record.get('auc_meaning', '')}.",

@@ -53,6 +53,7 @@ from training.evaluate import (
     holdout_scores,
 )
 from training.metrics import cumulative_incidence
+from training.validation_coverage import coverage_entry, coverage_sentence
 
 MODEL_ARTIFACT_NAME = "model"
 EXAMPLE_SEED = 7
@@ -185,6 +186,7 @@ def validation_record(ev: Evaluation) -> dict[str, Any]:
                 row[m] = {"estimate": est, "lo": lo, "hi": hi}
             per[tag] = row
         figures[e] = per
+    coverage = coverage_entry(ev.models[REGISTERED][ENDPOINTS[0]])
     return _jsonable(
         {
             "method": VALIDATION_METHOD.format(
@@ -197,6 +199,8 @@ def validation_record(ev: Evaluation) -> dict[str, Any]:
             "repeats": ev.n_repeats,
             "n_patients": int(ev.counts[METRIC_SEP.join((ENDPOINTS[0], "n"))]),
             "auc_meaning": AUC_MEANING,
+            "coverage": coverage,
+            "coverage_note": coverage_sentence(coverage),
             "figures": figures,
         }
     )
