@@ -362,11 +362,14 @@ MODEL_KINDS = {"CompetingRiskForest": "forest", "CompetingRiskEnsemble": "ensemb
 """Estimator class -> the benchmark's name for it (the coverage record is kept per kind)."""
 
 
-def coverage_record(model: Any = None) -> dict[str, Any] | None:
+def coverage_record(model: Any = None, path: Path | None = None) -> dict[str, Any] | None:
     """The benchmark's coverage record for ``model``'s kind (forest, ensemble): the common
-    fields plus ``model`` and ``by_n``; None when it has not been measured for that kind."""
+    fields plus ``model`` and ``by_n``; None when it has not been measured for that kind.
+
+    ``path``: a record file of the same layout (default: the per-patient intervals' record;
+    ``training/validation_coverage.json`` is the validated figures')."""
     try:
-        data = json.loads(COVERAGE_RECORD_FILE.read_text())
+        data = json.loads((path or COVERAGE_RECORD_FILE).read_text())
     except (OSError, ValueError):
         return None
     kind = MODEL_KINDS.get(type(model).__name__, type(model).__name__)

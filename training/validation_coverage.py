@@ -14,15 +14,13 @@ not only the nominal one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from features.config import ENDPOINT_LABELS, ENDPOINTS
-from models.intervals import MODEL_KINDS
+from models.intervals import coverage_record
 
 COVERAGE_FILE = Path(__file__).resolve().parent / "validation_coverage.json"
-NOMINAL = 0.95
 SHORT_OF_NOMINAL = 0.925
 """Below this measured share, the sentence says why the interval covers less than 95 %."""
 
@@ -30,16 +28,8 @@ SHORT_OF_NOMINAL = 0.925
 def coverage_entry(model: Any, path: Path = COVERAGE_FILE) -> dict[str, Any] | None:
     """The recorded coverage for ``model``'s kind, with the record's common fields; None when
     that kind was not measured (or the file is missing or unreadable)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    kind = MODEL_KINDS.get(type(model).__name__, type(model).__name__)
-    entry = (data.get("by_model") or {}).get(kind)
-    if not entry or not entry.get("by_n"):
-        return None
-    common = {k: v for k, v in data.items() if k != "by_model"}
-    return {**common, "model": kind, **entry}
+    entry = coverage_record(model, path)
+    return entry if entry and entry.get("by_n") else None
 
 
 def coverage_sentence(entry: dict[str, Any] | None) -> str:
