@@ -130,3 +130,13 @@ def test_validation_folds_hold_equal_shares_of_each_outcome(dev):
     )
     unstratified = cv_folds(dev.y, plain)
     assert unstratified.shape == folds.shape and not np.array_equal(unstratified, folds)
+
+
+def test_too_few_patients_per_stratum_fall_back_to_plain_folds(dev):
+    """StratifiedKFold refuses when every stratum is smaller than K; the folds still cover
+    every patient once per repeat."""
+    cfg = TrainConfig.model_validate({**TINY, "evaluation": {**TINY["evaluation"], "cv_folds": 40}})
+    small = {e: dev.y[e][:60] for e in ENDPOINTS}
+    folds = cv_folds(small, cfg)
+    assert folds.shape == (2, 60)
+    assert all(np.bincount(folds[r]).max() <= 2 for r in range(2))

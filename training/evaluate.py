@@ -301,17 +301,18 @@ def cv_folds(y: dict[str, np.ndarray], config: TrainConfig) -> np.ndarray:
     """(R, n) fold numbers: one split into K folds per repeat, seeded; one row per patient.
 
     Stratified by :func:`outcome_strata` (scikit-learn's ``StratifiedKFold``) unless the
-    configuration says ``stratify = false``; a stratum smaller than K is spread as evenly as
-    it can be.
+    configuration says ``stratify = false`` or no stratum has K patients; a stratum smaller
+    than K is spread as evenly as it can be.
     """
     from sklearn.model_selection import StratifiedKFold
 
     n = len(next(iter(y.values())))
     ev = config.evaluation
     seeds = [task_seed(config.seed, CV_SEED_TAG, r) for r in range(ev.cv_repeats)]
-    if not ev.stratify:
-        return np.stack([patient_folds(np.arange(n), ev.cv_folds, s) for s in seeds])
     strata = outcome_strata(y)
+    if not ev.stratify or np.bincount(strata).max() < ev.cv_folds:
+        # unstratified, or too few patients in every stratum for StratifiedKFold
+        return np.stack([patient_folds(np.arange(n), ev.cv_folds, s) for s in seeds])
     out = np.empty((len(seeds), n), dtype=int)
     for r, s in enumerate(seeds):
         splitter = StratifiedKFold(ev.cv_folds, shuffle=True, random_state=s % 2**32)
