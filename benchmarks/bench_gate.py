@@ -363,14 +363,7 @@ def main() -> None:
         help="also tabulate under these margins (sensitivity; repeatable)",
     )
     args = ap.parse_args()
-    cfg = load_config(args.config)
-    if args.kind is not None:
-        cfg = cfg.model_copy(
-            update={
-                "model": cfg.model.model_copy(update={"kind": args.kind}),
-                "name": f"{cfg.name}+{args.kind}",
-            }
-        )
+    cfg = load_config(args.config).with_kind(args.kind)
     rule = cfg.gate
     if args.summary is not None:
         paths = args.summary or [args.out]

@@ -87,16 +87,13 @@ def bench_config(
     designs can be compared on the same seeds. The label (the CSV's ``preset`` column, which
     keys resumption) names every override.
     """
-    cfg = load_config(preset)
+    cfg = load_config(preset).with_kind(kind)
     label = cfg.name
     update: dict = {
         "baselines": cfg.baselines.model_copy(update={"models": ()}),
         "n_workers": workers,
         "fit_n_jobs": workers,
     }
-    if kind is not None:
-        update["model"] = cfg.model.model_copy(update={"kind": kind})
-        label += f"+{kind}"
     ev: dict = {}
     if cv_folds is not None:
         ev["cv_folds"] = cv_folds
@@ -141,6 +138,7 @@ def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
         interval_horizons=(HORIZON,),
     )
     test = test_cohort()
+    folds = cv_folds(dev.y, cfg)  # the evaluation's folds (seeded by the config)
     rows = []
     for e in ENDPOINTS:
         model = ev.models[REGISTERED][e]
@@ -183,7 +181,7 @@ def one_run(n: int, seed: int, cfg: TrainConfig, workers: int) -> list[dict]:
                 "auc_repeat_sd": repeat_sd(ev, e, dev.y[e]),
                 "brier_se": ev.interval_sd[f"{e}/brier_24m"],
                 "auc_apparent": ev.apparent[f"{REGISTERED}/{e}/auc_24m"],
-                "auc_foldmean": fold_mean_auc(ev, e, dev.y, cv_folds(dev.y, cfg)),
+                "auc_foldmean": fold_mean_auc(ev, e, dev.y, folds),
                 "brier_validated": brier,
                 "brier_lo": brier_lo,
                 "brier_hi": brier_hi,
@@ -318,9 +316,12 @@ def coverage_record(path: Path) -> dict:
     """What ``training/validation_coverage.json`` holds: per kind and n, the share of runs
     whose interval contained the real figure (AUC and Brier at 24 months, per endpoint)."""
     df = pd.read_csv(path)
-    df["kind"] = [label_kind(str(p)) for p in df.preset]
+    df["kind"] = df.preset.astype(str).map({p: label_kind(p) for p in set(df.preset.astype(str))})
     df = df[df.kind.notna()]
-    design = load_config("quick").evaluation
+    designs = {load_config(p.split("+")[0]).evaluation for p in set(df.preset.astype(str))}
+    if len(designs) != 1:
+        raise ValueError("the shipped design differs between the presets in the file")
+    (design,) = designs
     out: dict = {
         "what": "share of synthetic training cohorts whose 95 % interval of the validated "
         f"figure at {HORIZON:g} months contained the same model's figure on {TEST_N:,} new "

@@ -111,3 +111,11 @@ def test_the_old_point_estimate_gate_keys_are_refused_with_their_replacement():
     with pytest.raises(ValidationError, match="replaced"):
         TrainConfig.model_validate({"gate": {"require_holdout_metrics": True}})
     assert GateConfig(auc_margin=0.1).auc_margin == 0.1
+
+
+def test_with_kind_swaps_the_registered_architecture_and_says_so_in_the_name():
+    cfg = load_config("quick")
+    assert cfg.with_kind(None) is cfg
+    other = cfg.with_kind("ensemble")
+    assert (other.model.kind, other.name) == ("ensemble", "quick+ensemble")
+    assert other.forest == cfg.forest and cfg.model.kind == "forest"  # the rest, untouched

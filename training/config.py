@@ -212,6 +212,14 @@ class TrainConfig(_Strict):
             raise ValueError("gate.horizon_months must be one of evaluation.horizons_months")
         return self
 
+    def with_kind(self, kind: str | None) -> TrainConfig:
+        """A copy that registers another architecture, named ``<name>+<kind>`` (benchmarks
+        measure the release ensemble with the quick preset's tree counts this way)."""
+        if kind is None:
+            return self
+        model = self.model.model_copy(update={"kind": kind})
+        return self.model_copy(update={"model": model, "name": f"{self.name}+{kind}"})
+
     def with_seed(self, seed: int | None) -> TrainConfig:
         """A copy with another seed (the CLI's --seed)."""
         return self if seed is None else self.model_copy(update={"seed": int(seed)})

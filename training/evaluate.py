@@ -306,10 +306,10 @@ def cv_folds(y: dict[str, np.ndarray], config: TrainConfig) -> np.ndarray:
     """
     from sklearn.model_selection import StratifiedKFold
 
-    n = len(next(iter(y.values())))
     ev = config.evaluation
     seeds = [task_seed(config.seed, CV_SEED_TAG, r) for r in range(ev.cv_repeats)]
     strata = outcome_strata(y)
+    n = strata.size
     if not ev.stratify or np.bincount(strata).max() < ev.cv_folds:
         # unstratified, or too few patients in every stratum for StratifiedKFold
         return np.stack([patient_folds(np.arange(n), ev.cv_folds, s) for s in seeds])
